@@ -1,0 +1,191 @@
+"""``attnzoo.load``: build a model by name and materialise its weights straight from safetensors.
+
+Pretrained models are built with their parameters on the meta device (no random
+initialisation is computed), checked key by key against the weights, and only then
+assigned, so a failure leaves no half-loaded model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checkpoints import PICKLE_SUFFIXES, read_checkpoint, read_safetensors
+from .errors import ConverterError, StateDictMismatchError, WeightsUnavailableError
+from .plugins import registry
+from .registry import resolve
+from .specs import ModelSpec
+from .weights import fetch
+
+
+def import_object(target: str) -> Any:
+    """Import ``"package.module:attribute"``."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Create every ``nn.Parameter`` on the meta device while leaving buffers real.
+
+    Parameters are overwritten by the weights anyway, so their initialisation is
+    skipped; buffers (index tables, masks) are often absent from checkpoints and are
+    computed for real.
+    """
+    original = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None and param.device.type != "meta":
+            meta = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+            module._parameters[name] = meta
+
+    nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original
+
+
+def build(spec: ModelSpec, config: Mapping[str, Any], *, on_meta: bool) -> nn.Module:
+    """Call the spec's builder with ``config``, with parameters on meta when weights will follow."""
+    builder = import_object(spec.builder)
+    if not on_meta:
+        return builder(**config)
+    with parameters_on_meta():
+        return builder(**config)
+
+
+def tied_aliases(model: nn.Module) -> dict[str, str]:
+    """Keys of tied parameters mapped to the first key of the same tensor (checkpoints store one)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for key, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[key] = first[id(param)]
+        else:
+            first[id(param)] = key
+    return aliases
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    """Raise StateDictMismatchError listing missing, unexpected and mis-shaped tensors.
+
+    Tied parameters stored once are filled in under their other keys.
+    """
+    expected = model.state_dict()
+    for key, source in tied_aliases(model).items():
+        if key not in state and source in state:
+            state[key] = state[source]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{key}: model {tuple(expected[key].shape)} vs weights {tuple(state[key].shape)}"
+        for key in sorted(set(expected) & set(state))
+        if tuple(expected[key].shape) != tuple(state[key].shape)
+    ]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if items:
+            shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+            parts.append(f"{label}: {shown}")
+    hint = ""
+    if len(missing) + len(mismatched) > len(expected) // 2:
+        hint = " These weights look like a different architecture or variant."
+    raise StateDictMismatchError(
+        f"weights do not fit {name}: " + "; ".join(parts) + "." + hint,
+        missing=missing,
+        unexpected=unexpected,
+        mismatched=mismatched,
+    )
+
+
+def convert_checkpoint(spec: ModelSpec, checkpoint: Any) -> dict[str, torch.Tensor]:
+    """Map a raw official checkpoint to the zoo's state dict through the family's converter."""
+    converter = registry().converters.get(spec.family)
+    if converter is None:
+        raise ConverterError(
+            f"no converter is registered for family {spec.family!r} ({spec.name}); "
+            f"pass a safetensors file written by the zoo instead"
+        )
+    try:
+        return import_object(converter.function)(checkpoint, spec)
+    except Exception as exc:
+        raise ConverterError(f"converter {converter.function} failed on this checkpoint: {exc}") from exc
+
+
+def read_weights(spec: ModelSpec, weights: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local file or folder; official checkpoints pass through the converter."""
+    path = Path(weights)
+    if path.is_dir():
+        candidates = sorted(path.glob("*.safetensors"))
+        if len(candidates) != 1:
+            raise WeightsUnavailableError(
+                f"{path} must hold exactly one .safetensors file (found {len(candidates)})"
+            )
+        path = candidates[0]
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        return convert_checkpoint(spec, read_checkpoint(path))
+    raise WeightsUnavailableError(f"{path}: expected a .safetensors file or an official checkpoint {PICKLE_SUFFIXES}")
+
+
+def load(
+    name: str,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    **config_overrides: Any,
+) -> nn.Module:
+    """See :func:`attnzoo.load`."""
+    spec, tag = resolve(name)
+    config = dict(spec.config)
+    state = None
+    if weights is not None:
+        state = read_weights(spec, weights)
+    elif pretrained:
+        if not spec.weights:
+            raise WeightsUnavailableError(
+                f"{spec.name} has no pretrained weights; load it with pretrained=False for random init, "
+                f"or pass weights=PATH"
+            )
+        try:
+            entry = spec.weight(tag)
+        except LookupError as exc:
+            raise WeightsUnavailableError(str(exc)) from exc
+        config.update(entry.config)
+        state = read_safetensors(fetch(entry, spec.name))
+    elif tag is not None:
+        spec.weight(tag)  # an unknown tag is an error even without weights
+    config.update(config_overrides)
+
+    model = build(spec, config, on_meta=state is not None)
+    if state is not None:
+        check_state_dict(model, state, spec.name)
+        model.load_state_dict(state, strict=True, assign=True)
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()  # assign=True replaced the shared Parameter objects
+        _materialise_leftovers(model, spec.name)
+    model.eval()
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
+    return model
+
+
+def _materialise_leftovers(model: nn.Module, name: str) -> None:
+    """Tied parameters are assigned once; anything still on meta means the model hid a parameter."""
+    left = [key for key, p in model.named_parameters(remove_duplicate=False) if p.device.type == "meta"]
+    if left:
+        raise StateDictMismatchError(f"{name}: parameters left without weights after loading: {left[:8]}")
