@@ -15,6 +15,6 @@ def example_input(spec: InputSpec, batch_size: int = 1, seed: int = 0) -> torch.
         if spec.vocab_size is None:
             raise ValueError("a tokens InputSpec needs vocab_size")
         return torch.randint(0, spec.vocab_size, shape, generator=generator)
-    if spec.kind == "image":
+    if spec.kind in ("image", "tensor"):
         return torch.randn(shape, generator=generator)
-    raise ValueError(f"unknown input kind {spec.kind!r}; expected 'image' or 'tokens'")
+    raise ValueError(f"unknown input kind {spec.kind!r}; expected 'image', 'tensor' or 'tokens'")

@@ -76,7 +76,7 @@ class WeightEntry:
 class InputSpec:
     """What a model's forward takes, enough to build a fitting example input.
 
-    ``kind`` is ``"image"`` (float tensor of ``(batch, *shape)``) or ``"tokens"``
+    ``kind`` is ``"image"`` or ``"tensor"`` (float tensor of ``(batch, *shape)``) or ``"tokens"``
     (int64 tensor of ``(batch, *shape)`` with values below ``vocab_size``).
     ``preprocess`` holds what a data pipeline needs (mean, std, interpolation, crop_pct).
     """
