@@ -33,7 +33,7 @@ def hub(monkeypatch, tmp_path):
 @pytest.fixture
 def toy_zoo():
     """The in-process toy plugin registered in the zoo (removed afterwards)."""
-    import attnzoo.plugins as plugins
+    import attnzoo.discovery as plugins
     import toyplugin
 
     plugins.add_plugin("toy", toyplugin)

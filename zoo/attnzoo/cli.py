@@ -146,7 +146,7 @@ def zoo_load(*args, **kwargs):
 
 
 def _add_plugin_commands() -> None:
-    from .plugins import registry
+    from .discovery import registry
 
     reg = registry()
     for impl in reg.manager.hook.register_commands.get_hookimpls():

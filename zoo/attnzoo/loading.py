@@ -18,7 +18,7 @@ from torch import nn
 
 from .checkpoints import PICKLE_SUFFIXES, read_checkpoint, read_safetensors
 from .errors import ConverterError, StateDictMismatchError, WeightsUnavailableError
-from .plugins import registry
+from .discovery import registry
 from .registry import resolve
 from .specs import ModelSpec
 from .weights import fetch

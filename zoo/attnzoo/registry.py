@@ -6,7 +6,7 @@ import difflib
 import fnmatch
 
 from .errors import UnknownModelError
-from .plugins import registry
+from .discovery import registry
 from .specs import ModelCard, ModelSpec, PluginInfo
 
 
