@@ -101,6 +101,7 @@ def test_unreachable_hub(toy_zoo, monkeypatch):
     import huggingface_hub.constants as constants
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", "/nonexistent-cache-dir-for-tests")
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)  # skip the back-off
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     toyplugin.SPEC["value"] = toyplugin.toy_spec(sha256="0" * 64)
     discovery.reset()

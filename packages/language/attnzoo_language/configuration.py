@@ -125,6 +125,7 @@ class MixerLMConfig(PreTrainedConfig):
             self.grassmann_windows = [1, 2, 4, 8, 12, 16]
         self.grassmann_windows = [int(w) for w in self.grassmann_windows]
         super().__post_init__(**kwargs)
+        self.validate_architecture()
 
     def validate_architecture(self):
         if self.hidden_size % self.num_attention_heads != 0:
