@@ -26,7 +26,9 @@ def hub(monkeypatch, tmp_path):
         monkeypatch.setenv("HF_ENDPOINT", stub.url)
         monkeypatch.setattr(constants, "ENDPOINT", stub.url)
         monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", stub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", stub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
         yield stub
 
 

@@ -24,8 +24,10 @@ class HubState:
         revisions = self.repos.setdefault(repo_id, {})
         base = dict(revisions.get("main", {}))
         base.update(files)
-        commit = hashlib.sha1(json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in base.items())).encode()
-                              + str(len(revisions)).encode()).hexdigest()
+        commit = hashlib.sha1(
+            json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in base.items())).encode()
+            + str(len(revisions)).encode()
+        ).hexdigest()
         revisions[commit] = base
         revisions[revision or "main"] = base
         return commit
@@ -47,7 +49,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # keep pytest output clean
         pass
 
-    def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head=False) -> None:
+    def _send(
+        self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, head=False
+    ) -> None:
         self.send_response(status)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
@@ -63,7 +67,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.requests.append((self.command, self.path))
         path = unquote(self.path.split("?")[0]).lstrip("/")
         if path.startswith("models/"):
-            path = path[len("models/"):]
+            path = path[len("models/") :]
         try:
             before, after = path.split("/resolve/", 1)
             revision, filename = after.split("/", 1)
@@ -77,10 +81,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, b"revision not found", {"X-Error-Code": "RevisionNotFound"}, head)
         files = self.state.repos[repo_id][commit]
         if filename not in files:
-            return self._send(404, b"entry not found", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head)
+            return self._send(
+                404, b"entry not found", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head
+            )
         body = files[filename]
         etag = '"' + hashlib.sha256(body).hexdigest() + '"'
-        self._send(200, body, {"ETag": etag, "X-Repo-Commit": commit, "Content-Type": "application/octet-stream"}, head)
+        self._send(
+            200,
+            body,
+            {"ETag": etag, "X-Repo-Commit": commit, "Content-Type": "application/octet-stream"},
+            head,
+        )
 
     def do_HEAD(self) -> None:  # noqa: N802
         self._resolve(head=True)
@@ -95,15 +106,25 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(self.path.split("?")[0])
         if path == "/api/repos/create":
             payload = json.loads(body or b"{}")
-            repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+            repo_id = (
+                f"{payload['organization']}/{payload['name']}"
+                if payload.get("organization")
+                else payload["name"]
+            )
             self.state.repos.setdefault(repo_id, {})
             return self._json(200, {"url": f"http://127.0.0.1/{repo_id}", "repo_id": repo_id})
         if path.startswith("/api/models/") and "/preupload/" in path:
             files = json.loads(body or b"{}").get("files", [])
-            return self._json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                              for f in files]})
+            return self._json(
+                200,
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                    ]
+                },
+            )
         if path.startswith("/api/models/") and "/commit/" in path:
-            repo_id, revision = path[len("/api/models/"):].split("/commit/", 1)
+            repo_id, revision = path[len("/api/models/") :].split("/commit/", 1)
             files = {}
             for line in body.splitlines():
                 item = json.loads(line)
@@ -111,7 +132,9 @@ class _Handler(BaseHTTPRequestHandler):
                     value = item["value"]
                     files[value["path"]] = base64.b64decode(value["content"])
             commit = self.state.put(repo_id, files, None if revision == "main" else revision)
-            return self._json(200, {"commitUrl": f"http://127.0.0.1/{repo_id}/commit/{commit}", "commitOid": commit})
+            return self._json(
+                200, {"commitUrl": f"http://127.0.0.1/{repo_id}/commit/{commit}", "commitOid": commit}
+            )
         self._send(404, b"unknown endpoint")
 
 

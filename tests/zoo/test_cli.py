@@ -54,8 +54,12 @@ def test_load_random_init_runs_a_forward_pass(run):
 
 
 def test_load_local_weights(run, tmp_path):
-    state = {"fc1.weight": torch.zeros(8, 4), "fc1.bias": torch.zeros(8),
-             "fc2.weight": torch.zeros(3, 8), "fc2.bias": torch.ones(3)}
+    state = {
+        "fc1.weight": torch.zeros(8, 4),
+        "fc1.bias": torch.zeros(8),
+        "fc2.weight": torch.zeros(3, 8),
+        "fc2.bias": torch.ones(3),
+    }
     save_file(state, tmp_path / "m.safetensors")
     output = run("load", "toy-mlp", "--weights", str(tmp_path / "m.safetensors"))
     assert "forward: output (1, 3)" in output

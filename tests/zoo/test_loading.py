@@ -27,7 +27,9 @@ def _publish(hub, blob: bytes, pin_sha: str | None = "auto", revision: str = "co
     """Put ``blob`` on the stand-in and point the toy spec at it; returns the commit id."""
     commit = hub.state.put(toyplugin.TOY_REPO, {"model.safetensors": blob})
     sha = hashlib.sha256(blob).hexdigest() if pin_sha == "auto" else pin_sha
-    toyplugin.SPEC["value"] = toyplugin.toy_spec(sha256=sha, revision=commit if revision == "commit" else revision)
+    toyplugin.SPEC["value"] = toyplugin.toy_spec(
+        sha256=sha, revision=commit if revision == "commit" else revision
+    )
     discovery.reset()
     return commit
 

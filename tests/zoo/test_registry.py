@@ -83,7 +83,11 @@ def test_broken_and_duplicate_plugins_are_reported_not_fatal(tmp_path):
     _write_dist(tmp_path, "zzz-second", "zzz_second", dup_source.format(name="same-name"), "zzz")
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run(
-        [sys.executable, "-m", "attnzoo", "plugins", "--json"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "attnzoo", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     by_name = {p["name"]: p for p in json.loads(out.stdout)}
     assert by_name["broken"]["status"] == "failed"
@@ -92,7 +96,11 @@ def test_broken_and_duplicate_plugins_are_reported_not_fatal(tmp_path):
     assert by_name["zzz"]["status"] == "conflict"
     assert "zzz-second" in by_name["zzz"]["error"] and "aaa-first" in by_name["zzz"]["error"]
     listed = subprocess.run(
-        [sys.executable, "-m", "attnzoo", "list", "--json"], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-m", "attnzoo", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     names = [m["name"] for m in json.loads(listed.stdout)]
     assert names.count("same-name") == 1

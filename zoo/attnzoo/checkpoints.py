@@ -48,7 +48,9 @@ def read_checkpoint(path: str | Path) -> Any:
             f"`attnzoo convert NAME {path} -o DIR` and load DIR instead ({exc})"
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CorruptWeightsError(f"{path} cannot be read as a PyTorch checkpoint (truncated?): {exc}") from exc
+        raise CorruptWeightsError(
+            f"{path} cannot be read as a PyTorch checkpoint (truncated?): {exc}"
+        ) from exc
 
 
 def unwrap_state_dict(obj: Any, keys: Sequence[str] = ("state_dict", "model", "module")) -> dict[str, Any]:
@@ -57,7 +59,11 @@ def unwrap_state_dict(obj: Any, keys: Sequence[str] = ("state_dict", "model", "m
 
     current = obj
     for _ in range(4):
-        if isinstance(current, Mapping) and current and all(isinstance(v, torch.Tensor) for v in current.values()):
+        if (
+            isinstance(current, Mapping)
+            and current
+            and all(isinstance(v, torch.Tensor) for v in current.values())
+        ):
             return dict(current)
         if not isinstance(current, Mapping):
             break

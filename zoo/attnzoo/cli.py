@@ -99,7 +99,10 @@ def info_command(name: str, as_json: bool) -> None:
         table.add_row(key, Pretty(data[key]))
     table.add_row("config", Pretty(data["config"]))
     for w in data["weights"]:
-        table.add_row(f"weights.{w['tag']}", Pretty({k: w[k] for k in ("source", "sha256", "license", "origin", "metrics")}))
+        table.add_row(
+            f"weights.{w['tag']}",
+            Pretty({k: w[k] for k in ("source", "sha256", "license", "origin", "metrics")}),
+        )
     table.add_row("input", Pretty(data["input"]))
     table.add_row("metrics", Pretty(data["metrics"]))
     _console().print(table)
@@ -107,8 +110,12 @@ def info_command(name: str, as_json: bool) -> None:
 
 @cli.command(name="load")
 @click.argument("name")
-@click.option("--weights", type=click.Path(exists=True), help="A local safetensors file or official checkpoint.")
-@click.option("--random-init", is_flag=True, help="Skip pretrained weights and use the random initialisation.")
+@click.option(
+    "--weights", type=click.Path(exists=True), help="A local safetensors file or official checkpoint."
+)
+@click.option(
+    "--random-init", is_flag=True, help="Skip pretrained weights and use the random initialisation."
+)
 @click.option("--batch-size", default=1, show_default=True, help="Batch size of the example forward pass.")
 def load_command(name: str, weights: str | None, random_init: bool, batch_size: int) -> None:
     """Build a model, print its size and input spec, and time one forward pass."""

@@ -138,7 +138,9 @@ def read_weights(spec: ModelSpec, weights: str | Path) -> dict[str, torch.Tensor
         return read_safetensors(path)
     if path.suffix in PICKLE_SUFFIXES:
         return convert_checkpoint(spec, read_checkpoint(path))
-    raise WeightsUnavailableError(f"{path}: expected a .safetensors file or an official checkpoint {PICKLE_SUFFIXES}")
+    raise WeightsUnavailableError(
+        f"{path}: expected a .safetensors file or an official checkpoint {PICKLE_SUFFIXES}"
+    )
 
 
 def load(

@@ -51,7 +51,9 @@ def _package_file(entry: WeightEntry, model_name: str) -> Path:
     try:
         path = Path(str(resources.files(package).joinpath(relative)))
     except ModuleNotFoundError as exc:
-        raise WeightsUnavailableError(f"{model_name}.{entry.tag}: package {package!r} is not installed") from exc
+        raise WeightsUnavailableError(
+            f"{model_name}.{entry.tag}: package {package!r} is not installed"
+        ) from exc
     if not path.is_file():
         raise WeightsUnavailableError(
             f"{model_name}.{entry.tag}: {relative} is missing from the installed {package} package"
@@ -67,9 +69,7 @@ def _fetch_hub(entry: WeightEntry, model_name: str) -> Path:
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read at call time, so tests and users can point it
     where = f"{hub.repo_id}@{hub.revision}/{hub.filename}"
     try:
-        return Path(
-            hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, endpoint=endpoint)
-        )
+        return Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, endpoint=endpoint))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
         raise WeightsUnavailableError(
             f"{model_name}.{entry.tag}: cannot fetch {where} from the Hub ({endpoint or 'huggingface.co'}) "

@@ -33,11 +33,7 @@ def softmax_attention_call(
     # Imported here so that the model module imports without the kernels when only configs are needed.
     from attnzoo_kernels.ops.softmax import softmax_attention
 
-    new = q.shape[-2]
-    bias = None
-    if ctx.attn_bias is not None:
-        bias = ctx.attn_bias.expand(q.shape[0], q.shape[1], new, k.shape[-2])
-    return softmax_attention(q, k, v, bias=bias, causal=ctx.causal(new), scale=scale)
+    return softmax_attention(q, k, v, bias=ctx.attn_bias, causal=ctx.causal(q.shape[-2]), scale=scale)
 
 
 @register_mixer("softmax")
