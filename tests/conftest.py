@@ -13,7 +13,6 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("HF_HUB_OFFLINE", None)
 
 import pytest  # noqa: E402
-
 from hubstub import HubStub  # noqa: E402
 
 

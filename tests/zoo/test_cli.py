@@ -6,10 +6,9 @@ import json
 
 import pytest
 import torch
+from attnzoo.cli import _add_plugin_commands, cli
 from click.testing import CliRunner
 from safetensors.torch import save_file
-
-from attnzoo.cli import _add_plugin_commands, cli
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-import torch
-from safetensors.torch import save, save_file
-
 import attnzoo as zoo
 import attnzoo.discovery as discovery
+import pytest
+import torch
 import toyplugin
+from safetensors.torch import save, save_file
 
 
 def _toy_state(width=8, num_classes=3, seed=0):

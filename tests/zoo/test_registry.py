@@ -7,9 +7,8 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 import attnzoo as zoo
+import pytest
 
 
 def test_listing_imports_neither_torch_nor_model_code():

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .checkpoints import PICKLE_SUFFIXES, read_checkpoint, read_safetensors
-from .errors import ConverterError, StateDictMismatchError, WeightsUnavailableError
 from .discovery import registry
+from .errors import ConverterError, StateDictMismatchError, WeightsUnavailableError
 from .registry import resolve
 from .specs import ModelSpec
 from .weights import fetch

@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 
-from .errors import UnknownModelError
 from .discovery import registry
+from .errors import UnknownModelError
 from .specs import ModelCard, ModelSpec, PluginInfo
 
 
