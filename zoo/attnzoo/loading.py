@@ -175,6 +175,7 @@ def load(
 
     model = build(spec, config, on_meta=state is not None)
     if state is not None:
+        state = {k: _placed(v, device, dtype) for k, v in state.items()}
         check_state_dict(model, state, spec.name)
         model.load_state_dict(state, strict=True, assign=True)
         if hasattr(model, "tie_weights"):
@@ -184,6 +185,13 @@ def load(
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _placed(tensor: torch.Tensor, device, dtype) -> torch.Tensor:
+    """Move a loaded tensor before assignment, so the model is never held twice."""
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.to(device) if device is not None else tensor
 
 
 def _materialise_leftovers(model: nn.Module, name: str) -> None:
