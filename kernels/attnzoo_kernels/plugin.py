@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import click
-
 from attnzoo import hookimpl
 
 
 @hookimpl
 def register_commands(cli):
+    import click  # only the CLI pays for click; listing models stays light
+
     @cli.command(name="kernels")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     def kernels_command(as_json: bool) -> None:

@@ -9,17 +9,18 @@
 
 ``rope_cos_sin(positions, dim, theta)`` builds unscaled LLaMA angle tables, and
 ``official_rot_factor(head_dim, base)`` the scalar frequency of the released code, float32-rounded.
-Backends: ``torch`` (closed forms in the input dtype) and ``reference`` (float64, from the equations).
-No Triton kernel: each op is elementwise or a tiny (Lq x Lk x 3) map, far from attention's cost.
+Backends: ``torch`` (closed forms in the input dtype), ``reference`` (float64, from the equations) and,
+for ``rope`` on CUDA, ``triton`` (one fused kernel per row, forward and backward). The QuatRoPE terms
+have no Triton kernel: they touch ``O(L)`` or ``O(n_obj^2)`` scalars, far below attention's cost.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ...dispatch import Op
-from .naive import quat_relative_reference, quat_rotation_reference, rope_reference
+from ...dispatch import Op, triton_available, triton_devices
 from .fused import quat_relative_torch, quat_rotation_torch, rope_torch
+from .naive import quat_relative_reference, quat_rotation_reference, rope_reference
 
 __all__ = [
     "make_inputs",
@@ -34,6 +35,20 @@ __all__ = [
 
 rope = Op("rope", reference=rope_reference, doc="RoPE, rotate-half layout: x cos + rotate_half(x) sin.")
 rope.register("torch", rope_torch, priority=10)
+if triton_available() != "triton is not installed":
+    from .triton_rope import rope_triton, rope_triton_reasons
+
+    rope.register(
+        "triton",
+        rope_triton,
+        priority=20,
+        devices=triton_devices(),
+        dtypes=(torch.float16, torch.bfloat16, torch.float32),
+        check=rope_triton_reasons,
+        available=triton_available,
+        interpreted_on_cpu=True,
+        compile_note="torch.autograd.Function around a Triton kernel: a graph break under torch.compile",
+    )
 
 quat_rotation = Op(
     "quat_rotation",
@@ -85,7 +100,11 @@ def make_inputs(
 
 
 def make_quat_rotation_inputs(
-    length: int, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, requires_grad: bool = False
+    length: int,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    requires_grad: bool = False,
 ) -> tuple[tuple, dict]:
     """The igre term for ``length`` tokens, every token an object, coordinates in a 10 m room."""
     gen = torch.Generator().manual_seed(length)
@@ -95,7 +114,11 @@ def make_quat_rotation_inputs(
 
 
 def make_quat_relative_inputs(
-    length: int, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, requires_grad: bool = False
+    length: int,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    requires_grad: bool = False,
 ) -> tuple[tuple, dict]:
     """The relative term between ``length`` object tokens (all pairs)."""
     (positions, gate, factor), _ = make_quat_rotation_inputs(length, device=device, dtype=dtype)

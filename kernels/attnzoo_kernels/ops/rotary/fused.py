@@ -9,11 +9,22 @@ from .naive import _TINY, check_quat_inputs, check_rope_inputs
 
 
 def rope_torch(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """``x * cos + rotate_half(x) * sin`` in the dtype of ``x`` (the Hugging Face LLaMA formula)."""
+    """``x * cos + rotate_half(x) * sin`` in the dtype of ``x`` (the Hugging Face LLaMA formula).
+
+    Without autograd, each half is written in place into one output buffer with half-width angle
+    tables (about 2x faster on CPU than the textbook form, which ``out=`` cannot differentiate).
+    """
     check_rope_inputs(x, cos, sin)
     half = x.shape[-1] // 2
-    rotated_half = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos.to(x.dtype) + rotated_half * sin.to(x.dtype)
+    if torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad):
+        rotated_half = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos.to(x.dtype) + rotated_half * sin.to(x.dtype)
+    cos_half, sin_half = cos[..., :half].to(x.dtype), sin[..., :half].to(x.dtype)
+    first, second = x[..., :half], x[..., half:]
+    out = torch.empty(torch.broadcast_shapes(x.shape, cos.shape), dtype=x.dtype, device=x.device)
+    torch.addcmul(first * cos_half, second, sin_half, value=-1, out=out[..., :half])
+    torch.addcmul(second * cos_half, first, sin_half, out=out[..., half:])
+    return out
 
 
 def quat_rotation_torch(positions: Tensor, gate: Tensor, rot_factor: float) -> Tensor:
@@ -22,7 +33,9 @@ def quat_rotation_torch(positions: Tensor, gate: Tensor, rot_factor: float) -> T
     angle_y = positions[..., 1] * rot_factor
     angle_z = positions[..., 2] * rot_factor
     cos_y = torch.cos(angle_y)
-    turned = torch.stack((torch.cos(angle_z) * cos_y, torch.sin(angle_z) * cos_y, -torch.sin(angle_y)), dim=-1)
+    turned = torch.stack(
+        (torch.cos(angle_z) * cos_y, torch.sin(angle_z) * cos_y, -torch.sin(angle_y)), dim=-1
+    )
     return turned * gate.to(positions.dtype).unsqueeze(-1)
 
 
@@ -38,7 +51,9 @@ def quat_relative_torch(
     check_quat_inputs(positions_q, gate_q, "quat_relative")
     check_quat_inputs(positions_k, gate_k, "quat_relative")
     if positions_q.shape[0] != positions_k.shape[0]:
-        raise ValueError(f"quat_relative: batch sizes differ ({positions_q.shape[0]} vs {positions_k.shape[0]})")
+        raise ValueError(
+            f"quat_relative: batch sizes differ ({positions_q.shape[0]} vs {positions_k.shape[0]})"
+        )
     e = torch.tensor(axis, dtype=positions_q.dtype, device=positions_q.device)
     e = e / e.norm()
     offset = (positions_k.unsqueeze(1) - positions_q.unsqueeze(2)) * rot_factor

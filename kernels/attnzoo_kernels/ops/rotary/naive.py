@@ -64,7 +64,9 @@ def check_quat_inputs(positions: Tensor, gate: Tensor, name: str) -> None:
     if not positions.is_floating_point():
         raise ValueError(f"{name}: positions must be floating point; got {positions.dtype}")
     if gate.shape != positions.shape[:2]:
-        raise ValueError(f"{name}: gate must be (batch, length) = {tuple(positions.shape[:2])}; got {tuple(gate.shape)}")
+        raise ValueError(
+            f"{name}: gate must be (batch, length) = {tuple(positions.shape[:2])}; got {tuple(gate.shape)}"
+        )
 
 
 def _axis_rotation(angle: Tensor, axis: int) -> Tensor:
@@ -89,7 +91,11 @@ def quat_rotation_reference(positions: Tensor, gate: Tensor, rot_factor: float) 
     """
     check_quat_inputs(positions, gate, "quat_rotation")
     angles = positions.double() * rot_factor
-    rotation = _axis_rotation(angles[..., 2], 2) @ _axis_rotation(angles[..., 1], 1) @ _axis_rotation(angles[..., 0], 0)
+    rotation = (
+        _axis_rotation(angles[..., 2], 2)
+        @ _axis_rotation(angles[..., 1], 1)
+        @ _axis_rotation(angles[..., 0], 0)
+    )
     base = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, device=positions.device)
     turned = rotation @ base
     return (turned * gate.double().unsqueeze(-1)).to(positions.dtype)
@@ -126,7 +132,9 @@ def quat_relative_reference(
     check_quat_inputs(positions_q, gate_q, "quat_relative")
     check_quat_inputs(positions_k, gate_k, "quat_relative")
     if positions_q.shape[0] != positions_k.shape[0]:
-        raise ValueError(f"quat_relative: batch sizes differ ({positions_q.shape[0]} vs {positions_k.shape[0]})")
+        raise ValueError(
+            f"quat_relative: batch sizes differ ({positions_q.shape[0]} vs {positions_k.shape[0]})"
+        )
     offset = (positions_k.double().unsqueeze(1) - positions_q.double().unsqueeze(2)) * rot_factor
     norm = torch.sqrt(torch.clamp(offset.pow(2).sum(-1, keepdim=True), min=_TINY))
     direction = offset / norm
