@@ -20,9 +20,9 @@ class HubState:
         self.requests: list[tuple[str, str]] = []
 
     def put(self, repo_id: str, files: dict[str, bytes], revision: str | None = None) -> str:
-        """Commit ``files`` onto main (or a new branch) and return the commit id."""
+        """Commit ``files`` onto main (or onto branch ``revision``, created from main) and return the commit id."""
         revisions = self.repos.setdefault(repo_id, {})
-        base = dict(revisions.get("main", {}))
+        base = dict(revisions.get(revision or "main", revisions.get("main", {})))
         base.update(files)
         commit = hashlib.sha1(
             json.dumps(sorted((k, hashlib.sha256(v).hexdigest()) for k, v in base.items())).encode()
@@ -93,6 +93,25 @@ class _Handler(BaseHTTPRequestHandler):
             head,
         )
 
+    def _validate_yaml(self, content: str) -> None:
+        """The Hub checks a README's front matter before an upload; here: it must parse to a mapping."""
+        import yaml
+
+        errors = []
+        if content.startswith("---\n"):
+            head, sep, _ = content[4:].partition("\n---\n")
+            try:
+                meta = yaml.safe_load(head) if sep else None
+            except yaml.YAMLError as exc:
+                meta, errors = None, [{"message": f"invalid YAML: {exc}"}]
+            if not errors and not isinstance(meta, dict):
+                errors = [{"message": "front matter is not a closed YAML mapping"}]
+        if errors:
+            return self._send(
+                400, json.dumps({"errors": errors}).encode(), {"Content-Type": "application/json"}
+            )
+        return self._json(200, {"errors": [], "warnings": []})
+
     def do_HEAD(self) -> None:  # noqa: N802
         self._resolve(head=True)
 
@@ -123,6 +142,16 @@ class _Handler(BaseHTTPRequestHandler):
                     ]
                 },
             )
+        if path == "/api/validate-yaml":
+            return self._validate_yaml(json.loads(body or b"{}").get("content", ""))
+        if path.startswith("/api/models/") and "/branch/" in path:
+            repo_id, branch = path[len("/api/models/") :].split("/branch/", 1)
+            if repo_id not in self.state.repos:
+                return self._send(404, b"repo not found", {"X-Error-Code": "RepoNotFound"})
+            if branch in self.state.repos[repo_id]:
+                return self._send(409, b"branch already exists")
+            self.state.put(repo_id, {}, branch)
+            return self._json(200, {})
         if path.startswith("/api/models/") and "/commit/" in path:
             repo_id, revision = path[len("/api/models/") :].split("/commit/", 1)
             files = {}
