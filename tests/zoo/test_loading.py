@@ -197,3 +197,17 @@ def test_tied_parameters_load_from_one_stored_tensor(tmp_path, monkeypatch):
     state = {"embed.weight": torch.randn(5, 3)}
     check_state_dict(model, state, "tied")
     assert torch.equal(state["head.weight"], state["embed.weight"])
+
+
+def test_zoo_load_keeps_tied_parameters_one_object(tmp_path, toy_zoo, monkeypatch):
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(5, 3)
+            self.head = torch.nn.Linear(3, 5, bias=False)
+            self.head.weight = self.embed.weight
+
+    monkeypatch.setattr(toyplugin, "build_toy", lambda **config: Tied(), raising=True)
+    save_file({"embed.weight": torch.randn(5, 3)}, tmp_path / "tied.safetensors")
+    model = zoo.load("toy-mlp", weights=tmp_path / "tied.safetensors")
+    assert model.head.weight is model.embed.weight

@@ -22,9 +22,12 @@ def read_safetensors(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path), device=device)
+        state = load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError) as exc:
         raise CorruptWeightsError(f"{path} is not a readable safetensors file (truncated?): {exc}") from exc
+    # CPU kernels take other code paths on unaligned memory and round differently (~1e-7);
+    # fresh copies make a loaded model bit-identical to one loaded with torch.load.
+    return {k: v.clone() if v.data_ptr() % 64 else v for k, v in state.items()}
 
 
 def read_checkpoint(path: str | Path) -> Any:

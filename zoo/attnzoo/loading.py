@@ -177,14 +177,21 @@ def load(
     if state is not None:
         state = {k: _placed(v, device, dtype) for k, v in state.items()}
         check_state_dict(model, state, spec.name)
+        aliases = tied_aliases(model)
         model.load_state_dict(state, strict=True, assign=True)
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()  # assign=True replaced the shared Parameter objects
+        _retie(model, aliases)
         _materialise_leftovers(model, spec.name)
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
     return model
+
+
+def _retie(model: nn.Module, aliases: dict[str, str]) -> None:
+    """assign=True gave each tied name its own Parameter; point them back at one object."""
+    for key, source in aliases.items():
+        owner, _, leaf = key.rpartition(".")
+        model.get_submodule(owner)._parameters[leaf] = model.get_parameter(source)
 
 
 def _placed(tensor: torch.Tensor, device, dtype) -> torch.Tensor:

@@ -67,6 +67,7 @@ def info(name: str) -> ModelCard:
         metrics=dict(spec.metrics),
         description=spec.description,
         builder=spec.builder,
+        integrations=dict(spec.integrations),
     )
 
 

@@ -93,7 +93,9 @@ class ModelSpec:
 
     The builder is called as ``builder(**config)`` with the spec's ``config`` updated by the
     weight entry's config and then by the caller's overrides, and returns an ``nn.Module``.
-    Models sharing a ``family`` share a checkpoint converter.
+    Models sharing a ``family`` share a checkpoint converter. ``integrations`` names the model
+    in other libraries, e.g. ``{"timm": "biformer_small"}`` (importing the builder's module
+    registers it there).
     """
 
     name: str
@@ -108,6 +110,7 @@ class ModelSpec:
     input: InputSpec | None = None
     metrics: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    integrations: Mapping[str, str] = field(default_factory=dict)
 
     def weight(self, tag: str | None) -> WeightEntry:
         """The weight entry for ``tag``, or the first (default) one when ``tag`` is None."""
@@ -154,6 +157,7 @@ class ModelCard:
     metrics: Mapping[str, Any]
     description: str
     builder: str
+    integrations: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the card."""
