@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-import torch
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+import os
 
-from attnzoo_kernels.dispatch import BackendNotSupported
-from attnzoo_kernels.ops.routing import (
+# the Triton kernel runs on CPU through the interpreter; set before the kernel module is imported
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from attnzoo_kernels.dispatch import BackendNotSupported  # noqa: E402
+from attnzoo_kernels.ops.routing import (  # noqa: E402
     make_inputs,
     route_regions,
     routing_attention,
@@ -16,6 +18,8 @@ from attnzoo_kernels.ops.routing import (
     routing_attention_vectorised,
     routing_index,
 )
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @st.composite
@@ -81,7 +85,9 @@ def test_vectorised_float32_matches_float64_reference(problem):
     tensors, grad, options = make(problem, torch.float32)
     assume(routing_margin(tensors[0], tensors[1], options["n_win"], options["topk"]) > 1e-3)
     reference_inputs = [t.detach().double().requires_grad_() for t in tensors]
-    expected, expected_grads = forward_backward(routing_attention_reference, reference_inputs, grad.double(), options)
+    expected, expected_grads = forward_backward(
+        routing_attention_reference, reference_inputs, grad.double(), options
+    )
     out, grads = forward_backward(routing_attention_vectorised, tensors, grad, options)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-5)
@@ -153,7 +159,11 @@ def test_make_inputs_rounds_the_map_to_whole_windows():
     ("shapes", "options", "message"),
     [
         (((1, 8, 8, 4),) * 3, {"num_heads": 2, "n_win": 3, "topk": 1}, "8x8 is not divisible by n_win=3"),
-        (((1, 6, 6, 4),) * 3, {"num_heads": 2, "n_win": 3, "topk": 10}, r"topk=10 must lie in \[1, n_win\*\*2 = 9\]"),
+        (
+            ((1, 6, 6, 4),) * 3,
+            {"num_heads": 2, "n_win": 3, "topk": 10},
+            r"topk=10 must lie in \[1, n_win\*\*2 = 9\]",
+        ),
         (((1, 6, 6, 4),) * 3, {"num_heads": 3, "n_win": 3, "topk": 1}, "num_heads=3 must divide"),
         (((1, 6, 6, 4), (1, 6, 6, 2), (1, 6, 6, 4)), {"num_heads": 1, "n_win": 3, "topk": 1}, "same shape"),
         (((1, 6, 6, 4), (1, 6, 6, 4), (1, 3, 6, 4)), {"num_heads": 1, "n_win": 3, "topk": 1}, "v must share"),
@@ -170,3 +180,37 @@ def test_compiles_without_graph_breaks():
     args, kwargs = make_inputs(196)
     compiled = torch.compile(routing_attention_vectorised, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(*args, **kwargs), routing_attention_vectorised(*args, **kwargs))
+
+
+# ---- Triton kernel, on CPU through the interpreter ----------------------------------------------
+
+
+@settings(max_examples=12, deadline=None)
+@given(routing_problems(), st.sampled_from([torch.float32, torch.float16]))
+def test_triton_matches_reference_and_writes_every_element(problem, dtype):
+    from attnzoo_kernels.ops.routing.triton import routing_attention_triton
+
+    tensors, _, options = make(problem, dtype)
+    q, k, v = (t.detach() for t in tensors)
+    # fp16 region means round coarsely: skip draws whose routing is nearly tied
+    assume(
+        routing_margin(q, k, options["n_win"], options["topk"]) > (5e-2 if dtype == torch.float16 else 1e-3)
+    )
+    poisoned = torch.full((*q.shape[:3], v.shape[-1]), float("nan"), dtype=dtype)
+    out = routing_attention_triton(q, k, v, out=poisoned, **options)
+    assert out is poisoned and not out.isnan().any()
+    expected = routing_attention_reference(q.double(), k.double(), v.double(), **options)
+    tolerance = {"rtol": 1e-2, "atol": 1e-2} if dtype == torch.float16 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(out.double(), expected, **tolerance)
+
+
+def test_triton_reads_strided_slices_of_one_projection():
+    from attnzoo_kernels.ops.routing.triton import routing_attention_triton
+
+    gen = torch.Generator().manual_seed(5)
+    qkv = torch.randn(2, 4, 6, 4 + 4 + 6, generator=gen)
+    q, k, v = qkv.split([4, 4, 6], dim=-1)
+    options = {"num_heads": 2, "n_win": 2, "topk": 2, "scale": 0.5}
+    torch.testing.assert_close(
+        routing_attention_triton(q, k, v, **options), routing_attention_vectorised(q, k, v, **options)
+    )

@@ -24,13 +24,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from attnzoo_kernels.ops.routing import routing_attention
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
-
-from attnzoo_kernels.ops.routing import routing_attention
 
 __all__ = [
     "BiFormer",
@@ -103,10 +102,14 @@ class BiLevelRoutingAttention(nn.Module):
         self.qk_dim = qk_dim or dim
         if self.qk_dim % num_heads or dim % num_heads:
             raise ValueError(f"num_heads={num_heads} must divide qk_dim={self.qk_dim} and dim={dim}")
+        if not 1 <= topk <= n_win * n_win:
+            raise ValueError(f"topk={topk} must lie in [1, n_win**2 = {n_win * n_win}] (n_win={n_win})")
         self.num_heads, self.n_win, self.topk, self.auto_pad = num_heads, n_win, topk, auto_pad
         self.scale = qk_scale or self.qk_dim**-0.5
         self.lepe = (
-            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
+            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+            if side_dwconv > 0
+            else None
         )
         self.qkv = QKVLinear(dim, self.qk_dim)
         self.wo = nn.Linear(dim, dim)
@@ -123,7 +126,9 @@ class BiLevelRoutingAttention(nn.Module):
                 )
             x = F.pad(x, (0, 0, 0, pad_right, 0, pad_bottom))
         q, k, v = self.qkv(x)
-        out = routing_attention(q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk, scale=self.scale)
+        out = routing_attention(
+            q, k, v, num_heads=self.num_heads, n_win=self.n_win, topk=self.topk, scale=self.scale
+        )
         if self.lepe is not None:
             out = out + self.lepe(v.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         out = self.wo(out)
@@ -150,7 +155,9 @@ class AttentionLePE(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.proj = nn.Linear(dim, dim)
         self.lepe = (
-            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv > 0 else None
+            nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim)
+            if side_dwconv > 0
+            else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,13 +179,23 @@ class DWConv(nn.Module):
         return self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
-def _attention(dim: int, num_heads: int, n_win: int, qk_dim: int | None, qk_scale: float | None,
-               topk: int, side_dwconv: int, auto_pad: bool) -> nn.Module:
+def _attention(
+    dim: int,
+    num_heads: int,
+    n_win: int,
+    qk_dim: int | None,
+    qk_scale: float | None,
+    topk: int,
+    side_dwconv: int,
+    auto_pad: bool,
+) -> nn.Module:
     if topk > 0:
         return BiLevelRoutingAttention(dim, num_heads, n_win, qk_dim, qk_scale, topk, side_dwconv, auto_pad)
     if topk == -2:
         return AttentionLePE(dim, side_dwconv=side_dwconv)
-    raise ValueError(f"topk={topk} is not supported: use topk > 0 (routing) or -2 (global attention with LePE)")
+    raise ValueError(
+        f"topk={topk} is not supported: use topk > 0 (routing) or -2 (global attention with LePE)"
+    )
 
 
 class Block(nn.Module):
@@ -212,7 +229,10 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         hidden = int(mlp_ratio * dim)
         self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), DWConv(hidden) if mlp_dwconv else nn.Identity(), nn.GELU(), nn.Linear(hidden, dim)
+            nn.Linear(dim, hidden),
+            DWConv(hidden) if mlp_dwconv else nn.Identity(),
+            nn.GELU(),
+            nn.Linear(hidden, dim),
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         if layer_scale_init_value > 0:
@@ -255,7 +275,8 @@ class _BiFormerBase(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         self.feature_info = [
-            {"num_chs": dim, "reduction": 2 ** (i + 2), "module": f"stages.{i}"} for i, dim in enumerate(self.embed_dim)
+            {"num_chs": dim, "reduction": 2 ** (i + 2), "module": f"stages.{i}"}
+            for i, dim in enumerate(self.embed_dim)
         ]
         if self.dense_prediction:
             # as the official detection/segmentation backbone: no head, a LayerNorm2d per stage output
@@ -467,7 +488,9 @@ class BiFormer(_BiFormerBase):
     ) -> None:
         super().__init__()
         if kv_downsample_mode != "identity":
-            raise ValueError(f"kv_downsample_mode={kv_downsample_mode!r} is not supported; only 'identity' is")
+            raise ValueError(
+                f"kv_downsample_mode={kv_downsample_mode!r} is not supported; only 'identity' is"
+            )
         if not (len(depth) == len(embed_dim) == len(topks) == len(qk_dims) == len(mlp_ratios) == 4):
             raise ValueError("depth, embed_dim, topks, qk_dims and mlp_ratios need one entry per stage (4)")
         self.embed_dim = list(embed_dim)
@@ -530,8 +553,17 @@ class BiFormer(_BiFormerBase):
 class BiFormerSTLBlock(nn.Module):
     """Pre-norm attention and MLP with residuals, channels-last in and out (no conv positional embedding)."""
 
-    def __init__(self, dim: int, drop_path: float, num_heads: int, n_win: int, topk: int, mlp_ratio: float,
-                 side_dwconv: int, auto_pad: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        drop_path: float,
+        num_heads: int,
+        n_win: int,
+        topk: int,
+        mlp_ratio: float,
+        side_dwconv: int,
+        auto_pad: bool,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = _attention(dim, num_heads, n_win, None, None, topk, side_dwconv, auto_pad)
@@ -596,7 +628,9 @@ class BiFormerSTL(_BiFormerBase):
         )
         for i in range(3):
             self.downsample_layers.append(
-                nn.Sequential(nn.BatchNorm2d(embed_dim[i]), nn.Conv2d(embed_dim[i], embed_dim[i + 1], 2, stride=2))
+                nn.Sequential(
+                    nn.BatchNorm2d(embed_dim[i]), nn.Conv2d(embed_dim[i], embed_dim[i + 1], 2, stride=2)
+                )
             )
         rates = iter(_drop_path_rates(depth, drop_path_rate))
         self.stages = nn.ModuleList(
@@ -696,7 +730,9 @@ def _cfg(name: str, **kwargs: Any) -> dict[str, Any]:
 default_cfgs = generate_default_cfgs({f"{name}.in1k": _cfg(name) for name in OFFICIAL_CHECKPOINTS})
 
 
-def _create(name: str, model_cls: type[nn.Module], pretrained: bool, model_args: dict, kwargs: dict) -> nn.Module:
+def _create(
+    name: str, model_cls: type[nn.Module], pretrained: bool, model_args: dict, kwargs: dict
+) -> nn.Module:
     return build_model_with_cfg(
         model_cls,
         name,
@@ -707,7 +743,13 @@ def _create(name: str, model_cls: type[nn.Module], pretrained: bool, model_args:
     )
 
 
-_RELEASED = {"topks": (1, 4, 16, -2), "n_win": 7, "head_dim": 32, "mlp_ratios": (3, 3, 3, 3), "side_dwconv": 5}
+_RELEASED = {
+    "topks": (1, 4, 16, -2),
+    "n_win": 7,
+    "head_dim": 32,
+    "mlp_ratios": (3, 3, 3, 3),
+    "side_dwconv": 5,
+}
 
 
 @register_model
@@ -734,6 +776,13 @@ def biformer_base(pretrained: bool = False, **kwargs: Any) -> BiFormer:
 @register_model
 def biformer_stl(pretrained: bool = False, **kwargs: Any) -> BiFormerSTL:
     """BiFormer-STL: Swin-T layout with routing attention (28.4 M params, 82.7 % ImageNet top-1)."""
-    args = dict(depth=(2, 2, 6, 2), embed_dim=(96, 192, 384, 768), mlp_ratios=(4, 4, 4, 4), head_dim=32,
-                n_wins=(7, 7, 7, 7), topks=(1, 4, 16, -2), side_dwconv=5)
+    args = dict(
+        depth=(2, 2, 6, 2),
+        embed_dim=(96, 192, 384, 768),
+        mlp_ratios=(4, 4, 4, 4),
+        head_dim=32,
+        n_wins=(7, 7, 7, 7),
+        topks=(1, 4, 16, -2),
+        side_dwconv=5,
+    )
     return _create("biformer_stl", BiFormerSTL, pretrained, args, kwargs)

@@ -4,7 +4,8 @@
 channels-last maps ``(batch, height, width, channels)`` with heads packed head-major in the
 channels, and returns ``(batch, height, width, v_channels)``. ``n_win`` must divide height
 and width (pad beforehand otherwise). Backends: ``reference`` (float64 loops, ground truth)
-and ``torch`` (vectorised: one ``index_select`` gather per tensor and fused SDPA).
+``torch`` (vectorised: one ``index_select`` gather per tensor and fused SDPA) and ``triton``
+(one fused forward-only kernel, no gather in memory; opt-in until benchmarked on a GPU).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 
 import torch
 
-from ...dispatch import Op
+from ...dispatch import Op, triton_available, triton_devices
 from .naive import check_routing_inputs, route_regions, routing_attention_reference
 from .vectorised import routing_attention_vectorised, routing_index
 
@@ -36,7 +37,28 @@ routing_attention.register(
     "torch",
     routing_attention_vectorised,
     priority=10,
+    devices=("cpu", "cuda", "mps", "meta"),  # meta: shape inference for full-size models without memory
     compile_note="plain PyTorch (topk, index_select, SDPA); traced by torch.compile",
+)
+
+
+def _triton_backend(*args, **kwargs):
+    # imported on first use, so that TRITON_INTERPRET set by a CPU test applies to the kernel's jit
+    from .triton import routing_attention_triton
+
+    return routing_attention_triton(*args, **kwargs)
+
+
+routing_attention.register(
+    "triton",
+    _triton_backend,
+    priority=5,  # below the PyTorch path until it has been measured on a GPU
+    available=triton_available,
+    devices=triton_devices(),
+    dtypes=(torch.float16, torch.float32),
+    supports_grad=False,
+    interpreted_on_cpu=True,
+    compile_note="Triton kernel; forward only",
 )
 
 
@@ -54,6 +76,7 @@ def make_inputs(
     n_win = 7
     side = max(n_win, n_win * round(math.sqrt(length) / n_win))
     q, k, v = (
-        torch.randn(1, side, side, 64, device=device, dtype=dtype, requires_grad=requires_grad) for _ in range(3)
+        torch.randn(1, side, side, 64, device=device, dtype=dtype, requires_grad=requires_grad)
+        for _ in range(3)
     )
     return (q, k, v), {"num_heads": 2, "n_win": n_win, "topk": 4, "scale": 64**-0.5}

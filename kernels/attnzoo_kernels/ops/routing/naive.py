@@ -59,7 +59,9 @@ def _region_tokens(x: torch.Tensor, n_win: int) -> torch.Tensor:
     return torch.stack(regions)
 
 
-def route_regions(q: torch.Tensor, k: torch.Tensor, *, n_win: int, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def route_regions(
+    q: torch.Tensor, k: torch.Tensor, *, n_win: int, topk: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Region adjacency ``A^r`` (batch, regions, regions) and routing index ``I^r`` (batch, regions, topk)."""
     adjacency = []
     for b in range(q.shape[0]):
