@@ -48,9 +48,33 @@ def parameters_on_meta() -> Iterator[None]:
 
     nn.Module.register_parameter = register_on_meta
     try:
-        yield
+        with _SkipInitOnMeta():
+            yield
     finally:
         nn.Module.register_parameter = original
+
+
+class _SkipInitOnMeta(torch.overrides.TorchFunctionMode):
+    """Return at once from in-place initialisers applied to meta tensors.
+
+    On meta tensors they compute nothing, but some (``trunc_normal_``'s ``erfinv_``) still
+    cost milliseconds each through PyTorch's Python reference implementations.
+    """
+
+    INITIALISERS = frozenset(
+        "uniform_ normal_ erfinv_ mul_ add_ sub_ div_ clamp_ fill_ zero_ copy_ exponential_ "
+        "bernoulli_ random_ trunc_ fmod_ orthogonal_ sqrt_".split()
+    )
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if (
+            getattr(func, "__name__", "") in self.INITIALISERS
+            and args
+            and isinstance(args[0], torch.Tensor)
+            and args[0].is_meta
+        ):
+            return args[0]
+        return func(*args, **(kwargs or {}))
 
 
 def build(spec: ModelSpec, config: Mapping[str, Any], *, on_meta: bool) -> nn.Module:
