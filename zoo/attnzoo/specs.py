@@ -94,8 +94,8 @@ class ModelSpec:
     The builder is called as ``builder(**config)`` with the spec's ``config`` updated by the
     weight entry's config and then by the caller's overrides, and returns an ``nn.Module``.
     Models sharing a ``family`` share a checkpoint converter. ``integrations`` names the model
-    in other libraries, e.g. ``{"timm": "biformer_small"}`` (importing the builder's module
-    registers it there).
+    in other libraries as ``"module:name"``, e.g. ``{"timm": "attnzoo_vision.biformer:biformer_small"}``
+    (importing the module registers the name there).
     """
 
     name: str

@@ -94,6 +94,7 @@ def _spec(
         input=BIFORMER_INPUT,
         metrics={**metrics, "resolution": 224, "dataset": "imagenet-1k"},
         description=f"{layout}: vision transformer with bi-level routing attention, ImageNet-1k classifier.",
+        integrations={"timm": f"attnzoo_vision.biformer:{official}"},
     )
 
 
