@@ -145,8 +145,11 @@ class MixerLMConfig(PreTrainedConfig):
                     f"moh_routed_heads ({self.moh_routed_heads}) must lie in [0, num_attention_heads - "
                     f"moh_shared_heads = {routed_pool}]"
                 )
-            if self.moh_routed_heads == 0 and self.moh_shared_heads == 0:
-                raise ValueError("MoH needs moh_shared_heads > 0 or moh_routed_heads > 0")
+            if self.moh_routed_heads == 0 and self.moh_shared_heads != self.num_attention_heads:
+                raise ValueError(
+                    f"with moh_routed_heads=0 every head is shared: moh_shared_heads ({self.moh_shared_heads})"
+                    f" must equal num_attention_heads ({self.num_attention_heads})"
+                )
         if "grassmann" in self.mixers:
             if self.grassmann_reduced_dim < 2:
                 raise ValueError(f"grassmann_reduced_dim must be >= 2, got {self.grassmann_reduced_dim}")

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    DynamicCache,
+    GenerationMixin,
+    PreTrainedModel,
+)
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
@@ -249,7 +256,9 @@ class MixerLMForCausalLM(MixerLMPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                labels[:, 1:].reshape(-1),
+                ignore_index=-100,
             )
             if self.training and out.aux_loss is not None:
                 loss = loss + self.config.moh_aux_loss_coef * out.aux_loss
@@ -273,8 +282,8 @@ def build_mixer_lm(**config) -> MixerLMForCausalLM:
     return MixerLMForCausalLM(MixerLMConfig(**config))
 
 
-def _tiny(mixers: str, **overrides) -> MixerLMForCausalLM:
-    return build_mixer_lm(**{**TINY_CONFIG, "mixers": mixers, **overrides})
+def _tiny(default_mixers: str, **overrides) -> MixerLMForCausalLM:
+    return build_mixer_lm(**{**TINY_CONFIG, "mixers": default_mixers, **overrides})
 
 
 def mixer_lm_softmax_tiny(**overrides) -> MixerLMForCausalLM:

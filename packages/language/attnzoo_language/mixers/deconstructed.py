@@ -6,7 +6,8 @@ Each relaxes one design principle of standard attention (section 3 of the paper)
   the ``4 d^2`` parameters of attention; token ``t``'s output depends on token ``t`` only.
 * ``taylor`` -- mathematical form, approximate: similarity weighting kept, softmax replaced by its
   second-order Taylor expansion ``1 + x + x^2 / 2`` of ``x = q.k / sqrt(d_h)``, normalised over the
-  causal window (the Based kernel, Arora et al. 2024), computed here in the exact quadratic form.
+  causal window (Eq. 6, the Based kernel of Arora et al. 2024), computed here in the exact quadratic
+  form. (The paper's Appendix I sums three separately normalised terms instead; see the docs page.)
 * ``elementwise`` -- mathematical form, non-approximate: no pairwise similarity; each key position
   gets a score from its own element-wise product ``s_j = sum(SiLU(q_j) * k_j) / sqrt(d_h)`` and
   ``A_ij = softmax_{j <= i}(s_j)`` (Eq. 7-8).
@@ -77,7 +78,9 @@ class _QKVAttention(TokenMixer):
         self.v_proj = nn.Linear(width, width, bias=False)
         self.o_proj = nn.Linear(width, width, bias=False)
 
-    def _cached(self, k: torch.Tensor, v: torch.Tensor, ctx: MixerContext) -> tuple[torch.Tensor, torch.Tensor]:
+    def _cached(
+        self, k: torch.Tensor, v: torch.Tensor, ctx: MixerContext
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if ctx.cache is not None:
             return ctx.cache.update(k, v, self.layer_idx)
         return k, v

@@ -20,6 +20,7 @@ the cache instead of keys and values.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .registry import MixerContext, TokenMixer, register_mixer
@@ -27,7 +28,9 @@ from .registry import MixerContext, TokenMixer, register_mixer
 __all__ = ["plucker_coordinates", "CausalGrassmannMixer"]
 
 
-def plucker_coordinates(u: torch.Tensor, v: torch.Tensor, eps: float = 1e-8, normalize: bool = True) -> torch.Tensor:
+def plucker_coordinates(
+    u: torch.Tensor, v: torch.Tensor, eps: float = 1e-8, normalize: bool = True
+) -> torch.Tensor:
     """Plücker coordinates of the planes spanned by ``u`` and ``v`` (``(..., r)`` each), ``(..., r(r-1)/2)``.
 
     Coordinate ``(i, j)``, ``i < j``, in row-major upper-triangle order, is ``u_i v_j - u_j v_i``.
@@ -61,18 +64,48 @@ class CausalGrassmannMixer(TokenMixer):
         self.norm = nn.LayerNorm(width)
 
     def geometry(self, z_all: torch.Tensor, start: int) -> torch.Tensor:
-        """The averaged projected Plücker features ``g_t`` for positions ``start..`` of ``z_all (B, T, r)``."""
-        batch, total, _ = z_all.shape
+        """The averaged projected Plücker features ``g_t`` for positions ``start..`` of ``z_all (B, T, r)``.
+
+        Computed without materialising one Plücker vector per offset: ``W_plu`` is linear and the
+        wedge product is bilinear, so ``sum_delta p(z_t, z_{t-delta}) / ||p_delta|| = p(z_t, w_t)`` with
+        ``w_t = sum_delta z_{t-delta} / ||p_delta||`` over the offsets that reach a token, and
+        ``||p(u, v)||^2 = |u|^2 |v|^2 - (u.v)^2`` (Lagrange's identity). Then
+        ``g_t = (W_plu p(z_t, w_t) + n_t b_plu) / n_t`` with ``n_t`` the number of such offsets
+        (``g_t = 0`` where there is none, e.g. ``t = 0``). :meth:`geometry_reference` is the literal form.
+        """
+        total = z_all.shape[1]
         positions = torch.arange(start, total, device=z_all.device)
         z_now = z_all[:, start:]
-        accum = z_all.new_zeros(batch, total - start, self.W_plu.out_features)
+        now_sq = z_now.square().sum(-1, keepdim=True)
+        weighted_past = torch.zeros_like(z_now)
         count = z_all.new_zeros(1, total - start, 1)
         for delta in self.windows:
             past = positions - delta
             valid = (past >= 0).to(z_all.dtype)[None, :, None]
             if not bool(valid.any()):
                 continue
-            p = plucker_coordinates(z_now, z_all[:, past.clamp(min=0)], eps=self.eps)
+            z_past = z_all[:, past.clamp(min=0)]
+            wedge_sq = (
+                now_sq * z_past.square().sum(-1, keepdim=True)
+                - (z_now * z_past).sum(-1, keepdim=True).square()
+            )
+            norm = wedge_sq.clamp(min=self.eps**2).sqrt()
+            weighted_past = weighted_past + z_past * (valid / norm)
+            count = count + valid
+        summed = plucker_coordinates(z_now, weighted_past, normalize=False)
+        projected = F.linear(summed, self.W_plu.weight) + count * self.W_plu.bias
+        return projected / count.clamp(min=1)
+
+    def geometry_reference(self, z_all: torch.Tensor, start: int) -> torch.Tensor:
+        """:meth:`geometry` computed window by window from :func:`plucker_coordinates` (the paper's order)."""
+        batch, total, _ = z_all.shape
+        positions = torch.arange(start, total, device=z_all.device)
+        accum = z_all.new_zeros(batch, total - start, self.W_plu.out_features)
+        count = z_all.new_zeros(1, total - start, 1)
+        for delta in self.windows:
+            past = positions - delta
+            valid = (past >= 0).to(z_all.dtype)[None, :, None]
+            p = plucker_coordinates(z_all[:, start:], z_all[:, past.clamp(min=0)], eps=self.eps)
             accum = accum + self.W_plu(p) * valid
             count = count + valid
         return accum / count.clamp(min=1)

@@ -30,7 +30,14 @@ from torch import nn
 from .registry import MixerContext, TokenMixer, register_mixer
 from .softmax import merge_heads, softmax_attention_call, split_heads
 
-__all__ = ["MoHRouting", "MoHRouter", "MoHAttention", "MoHViTAttention", "load_balance_loss"]
+__all__ = [
+    "MoHRouting",
+    "MoHRouter",
+    "MoHAttention",
+    "MoHViTAttention",
+    "load_balance_loss",
+    "convert_official_moh_vit_attention",
+]
 
 
 class MoHRouting(NamedTuple):
@@ -66,8 +73,11 @@ class MoHRouter(nn.Module):
                 f"routed_heads={routed_heads} (top-k) must lie in [0, num_heads - shared_heads = "
                 f"{num_heads - shared_heads}]"
             )
-        if shared_heads == 0 and routed_heads == 0:
-            raise ValueError("MoH needs at least one shared head or one routed head")
+        if routed_heads == 0 and shared_heads != num_heads:
+            raise ValueError(
+                f"with no routed heads every head is shared: shared_heads ({shared_heads}) must equal "
+                f"num_heads ({num_heads})"
+            )
         self.num_heads = num_heads
         self.shared_heads = shared_heads
         self.routed_heads = routed_heads
@@ -91,7 +101,9 @@ class MoHRouter(nn.Module):
         probabilities = F.softmax(self.wg(x), dim=-1)
         top = torch.topk(probabilities, k=self.routed_heads, dim=-1).indices
         mask = torch.zeros_like(probabilities, dtype=torch.bool).scatter_(-1, top, True)
-        aux_loss = load_balance_loss(probabilities.reshape(batch * length, -1), mask.reshape(batch * length, -1))
+        aux_loss = load_balance_loss(
+            probabilities.reshape(batch * length, -1), mask.reshape(batch * length, -1)
+        )
         routed = probabilities * mask
         routed = routed / routed.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(routed.dtype).eps)
         routed_gates = routed * self.routed_heads
@@ -120,7 +132,9 @@ class MoHAttention(TokenMixer):
         self.o_proj = nn.Linear(width, width, bias=False)
         self.router = MoHRouter(width, self.num_heads, config.moh_shared_heads, config.moh_routed_heads)
 
-    def forward(self, hidden_states: torch.Tensor, ctx: MixerContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, ctx: MixerContext
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         routing = self.router(hidden_states)
         q = split_heads(self.q_proj(hidden_states), self.num_heads)
         k = split_heads(self.k_proj(hidden_states), self.num_heads)
@@ -166,7 +180,9 @@ class MoHViTAttention(nn.Module):
         self.temperature = nn.Parameter(torch.full((num_heads, 1, 1), math.log(math.expm1(1 / 0.24))))
         self.seq_length_scale = math.log(input_resolution[0] * input_resolution[1])
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.query_embedding = nn.Parameter(nn.init.trunc_normal_(torch.empty(num_heads, 1, self.head_dim), std=0.02))
+        self.query_embedding = nn.Parameter(
+            nn.init.trunc_normal_(torch.empty(num_heads, 1, self.head_dim), std=0.02)
+        )
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -190,8 +206,14 @@ class MoHViTAttention(nn.Module):
         self.last_aux_loss = routing.aux_loss
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         table = self.cpb_fc2(torch.relu(self.cpb_fc1(relative_coords_table)))
-        rel_bias = table.transpose(0, 1)[:, relative_pos_index.reshape(-1)].view(1, self.num_heads, tokens, tokens)
-        q = (F.normalize(q, dim=-1) + self.query_embedding) * F.softplus(self.temperature) * self.seq_length_scale
+        rel_bias = table.transpose(0, 1)[:, relative_pos_index.reshape(-1)].view(
+            1, self.num_heads, tokens, tokens
+        )
+        q = (
+            (F.normalize(q, dim=-1) + self.query_embedding)
+            * F.softplus(self.temperature)
+            * self.seq_length_scale
+        )
         k = F.normalize(k, dim=-1)
         if self.training and self.attn_drop > 0:
             attn = torch.softmax(q @ k.transpose(-2, -1) + rel_bias, dim=-1)
@@ -203,3 +225,12 @@ class MoHViTAttention(nn.Module):
             heads = softmax_attention(q, k, v, bias=bias, scale=1.0)
         heads = heads * routing.gates.transpose(1, 2).unsqueeze(-1).to(heads.dtype)
         return self.proj_drop(self.proj(merge_heads(heads)))
+
+
+def convert_official_moh_vit_attention(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map the state dict of the official MoH-ViT ``Attention`` to :class:`MoHViTAttention`'s (router keys move)."""
+    converted = {}
+    for key, value in state_dict.items():
+        head = key.split(".")[0]
+        converted[f"router.{key}" if head in ("wg", "wg_0", "wg_1") else key] = value
+    return converted

@@ -56,7 +56,9 @@ class TokenMixer(nn.Module):
     name: str = ""
     layer_idx: int = 0
 
-    def forward(self, hidden_states: torch.Tensor, ctx: MixerContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, ctx: MixerContext
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
 
@@ -65,7 +67,9 @@ def register_mixer(name: str) -> Callable[[type[TokenMixer]], type[TokenMixer]]:
 
     def wrap(cls: type[TokenMixer]) -> type[TokenMixer]:
         if name in _REGISTRY:
-            raise ValueError(f"mixer {name!r} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
+            raise ValueError(
+                f"mixer {name!r} is registered twice ({_REGISTRY[name].__name__}, {cls.__name__})"
+            )
         cls.name = name
         _REGISTRY[name] = cls
         return cls
