@@ -13,9 +13,5 @@ OP_MODULES = ("softmax", "relative", "routing", "agent", "linear", "sparse", "ro
 def all_ops() -> dict[str, Op]:
     """Import every op folder and return the ops by name."""
     for module in OP_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module}":
-                raise
+        importlib.import_module(f"{__name__}.{module}")
     return ops()

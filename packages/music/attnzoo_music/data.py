@@ -34,10 +34,16 @@ def split_of(name: str) -> str:
 
 
 def chorale_paths() -> list[Path]:
-    """Every Bach file in music21's corpus, sorted by name (four-part filtering happens on parse)."""
+    """One file per Bach piece in music21's corpus, sorted by name (four-part filtering happens on parse).
+
+    A few pieces ship both as Humdrum (``.krn``) and MusicXML (``.mxl``); the MusicXML file is kept.
+    """
     from music21 import corpus
 
-    return sorted((Path(p) for p in corpus.getComposer("bach")), key=lambda p: p.name)
+    by_name: dict[str, Path] = {}
+    for path in sorted((Path(p) for p in corpus.getComposer("bach")), key=lambda p: p.name):
+        by_name[piece_name(path)] = path  # ".mxl" sorts after ".krn"
+    return [by_name[name] for name in sorted(by_name)]
 
 
 def piece_name(path: Path) -> str:
@@ -70,7 +76,9 @@ def load_splits(cache_dir: Path | None = None) -> dict[str, list[tuple[str, np.n
     if not cache.is_file():
         pieces = dict(iter_chorales())
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(cache, **{name: np.asarray(tokens, dtype=np.int16) for name, tokens in pieces.items()})
+        np.savez_compressed(
+            cache, **{name: np.asarray(tokens, dtype=np.int16) for name, tokens in pieces.items()}
+        )
     with np.load(cache) as archive:
         pieces = {name: archive[name].astype(np.int64) for name in archive.files}
     splits: dict[str, list[tuple[str, np.ndarray]]] = {split: [] for split in SPLITS}

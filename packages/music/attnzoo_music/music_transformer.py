@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .configs import MODEL_CONFIGS
 from .tokenizer import VOCAB_SIZE
 
 __all__ = [
@@ -66,7 +67,9 @@ class RelativeSelfAttention(nn.Module):
         self.dropout = dropout
         if max_relative_position is not None:
             # Row r embeds the distance max_relative_position - 1 - r (tensor2tensor's left embeddings).
-            self.rel_emb = nn.Parameter(torch.randn(num_heads, max_relative_position, self.head_dim) * self.head_dim**-0.5)
+            self.rel_emb = nn.Parameter(
+                torch.randn(num_heads, max_relative_position, self.head_dim) * self.head_dim**-0.5
+            )
         else:
             self.register_parameter("rel_emb", None)
 
@@ -86,7 +89,9 @@ class RelativeSelfAttention(nn.Module):
 class DecoderLayer(nn.Module):
     """Pre-norm self-attention and ReLU feed-forward, each with a residual."""
 
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, max_relative_position: int | None, dropout: float):
+    def __init__(
+        self, dim: int, num_heads: int, ffn_dim: int, max_relative_position: int | None, dropout: float
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = RelativeSelfAttention(dim, num_heads, max_relative_position, dropout)
@@ -150,19 +155,9 @@ class MusicTransformer(nn.Module):
         return self.head(self.norm(x))
 
 
-# The small CPU recipe's architecture (see docs/models/music-transformer.md); the weights in
-# attnzoo_music/weights/ were trained with it by ``python -m attnzoo_music.train``.
-BACH_SMALL: dict[str, Any] = dict(
-    vocab_size=VOCAB_SIZE, dim=128, depth=4, num_heads=4, ffn_dim=512, seq_len=256, dropout=0.1
-)
-
-
 def pretrained_configs() -> dict[str, dict[str, Any]]:
     """The builders' configurations by model name."""
-    return {
-        "music-transformer-bach": dict(BACH_SMALL, position="relative", max_relative_position=256),
-        "music-transformer-bach-absolute": dict(BACH_SMALL, position="absolute"),
-    }
+    return {name: dict(config) for name, config in MODEL_CONFIGS.items()}
 
 
 def music_transformer_bach(**config: Any) -> MusicTransformer:

@@ -138,7 +138,7 @@ def tokens_to_notes(tokens: Sequence[int]) -> list[Note]:
 
 def notes_to_score(notes: Sequence[Note], *, title: str = "attnzoo chorale") -> Any:
     """A four-part music21 score (4/4, parts named soprano to bass) holding ``notes``."""
-    from music21 import clef, meter, metadata, note, stream
+    from music21 import clef, metadata, meter, note, stream
 
     score = stream.Score()
     score.metadata = metadata.Metadata(title=title)

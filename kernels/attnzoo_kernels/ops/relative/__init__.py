@@ -11,15 +11,16 @@
   keys after the query are masked when ``causal``. Returns ``(B, H, L, Dv)``.
 
 Backends: ``reference`` (builds the ``(L, L, D)`` relative tensor), ``skew`` (the paper's skew on the
-full logits, autograd) and ``torch`` (the skew on query blocks with a recomputing backward:
-``O(L D)`` extra memory for the relative term, ``O(block * L)`` workspace).
+full logits, autograd), ``torch`` (the skew on query blocks with a recomputing backward:
+``O(L D)`` extra memory for the relative term, ``O(block * L)`` workspace) and ``triton`` (a fused
+forward-only kernel that reads the skewed table rows directly; inference on CUDA).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ...dispatch import Op
+from ...dispatch import Op, triton_available, triton_devices
 from . import naive
 from .chunked import relative_attention_chunked, relative_attention_skew
 
@@ -53,6 +54,27 @@ relative_attention.register(
     priority=5,
     check=_reasons,
     compile_note="plain PyTorch; traced by torch.compile",
+)
+
+
+def _relative_attention_triton(*args, **kwargs):
+    from .triton import relative_attention_triton
+
+    return relative_attention_triton(*args, **kwargs)
+
+
+relative_attention.register(
+    "triton",
+    _relative_attention_triton,
+    # Below the PyTorch paths until it has been checked on a GPU: opt-in with backend="triton".
+    priority=1,
+    check=_reasons,
+    available=triton_available,
+    devices=triton_devices(),
+    dtypes=(torch.float16, torch.bfloat16, torch.float32),
+    supports_grad=False,
+    interpreted_on_cpu=True,
+    compile_note="Triton kernel: a graph break under torch.compile (forward only)",
 )
 
 

@@ -29,7 +29,13 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["relative_attention_reference", "check_relative_inputs", "max_relative_position"]
+__all__ = [
+    "relative_attention_reference",
+    "relative_logits_reference",
+    "relative_embeddings_for_offsets",
+    "check_relative_inputs",
+    "max_relative_position",
+]
 
 
 def max_relative_position(rel_emb: Tensor, causal: bool) -> int:
@@ -46,13 +52,17 @@ def check_relative_inputs(q: Tensor, k: Tensor, v: Tensor, rel_emb: Tensor, caus
             f"{q.dim()}, {k.dim()}, {v.dim()}"
         )
     if q.shape != k.shape:
-        raise ValueError(f"relative_attention: q and k must have the same shape; got {tuple(q.shape)} and {tuple(k.shape)}")
+        raise ValueError(
+            f"relative_attention: q and k must have the same shape; got {tuple(q.shape)} and {tuple(k.shape)}"
+        )
     if v.shape[:3] != q.shape[:3]:
         raise ValueError(
             f"relative_attention: v must match q in (batch, heads, length); got {tuple(v.shape)} vs {tuple(q.shape)}"
         )
     if rel_emb.dim() not in (2, 3):
-        raise ValueError(f"relative_attention: rel_emb must be (P, D) or (H, P, D); got shape {tuple(rel_emb.shape)}")
+        raise ValueError(
+            f"relative_attention: rel_emb must be (P, D) or (H, P, D); got shape {tuple(rel_emb.shape)}"
+        )
     if rel_emb.shape[-1] != q.shape[-1]:
         raise ValueError(
             f"relative_attention: rel_emb depth {rel_emb.shape[-1]} must equal the query depth {q.shape[-1]}"
@@ -84,6 +94,15 @@ def relative_embeddings_for_offsets(rel_emb: Tensor, offsets: Tensor, causal: bo
     return gathered * inside.unsqueeze(-1).to(rel_emb.dtype)
 
 
+def relative_logits_reference(q: Tensor, rel_emb: Tensor, *, causal: bool = True) -> Tensor:
+    """``S_rel[i, j] = q_i . E[j - i]`` (unscaled, unmasked) from the gathered ``(L, L, D)`` tensor."""
+    positions = torch.arange(q.shape[2], device=q.device)
+    relative = relative_embeddings_for_offsets(rel_emb, positions[None, :] - positions[:, None], causal)
+    if relative.dim() == 3:
+        return torch.einsum("bhid,ijd->bhij", q, relative)
+    return torch.einsum("bhid,hijd->bhij", q, relative)
+
+
 def relative_attention_reference(
     q: Tensor, k: Tensor, v: Tensor, rel_emb: Tensor, *, causal: bool = True, scale: float | None = None
 ) -> Tensor:
@@ -97,13 +116,8 @@ def relative_attention_reference(
     scale = 1.0 / math.sqrt(depth) if scale is None else scale
     positions = torch.arange(length, device=q.device)
     offsets = positions[None, :] - positions[:, None]  # [i, j] = j - i
-    relative = relative_embeddings_for_offsets(rel_emb, offsets, causal)  # (L, L, D) or (H, L, L, D)
     content = torch.einsum("bhid,bhjd->bhij", q, k)
-    if relative.dim() == 3:
-        position = torch.einsum("bhid,ijd->bhij", q, relative)
-    else:
-        position = torch.einsum("bhid,hijd->bhij", q, relative)
-    logits = scale * (content + position)
+    logits = scale * (content + relative_logits_reference(q, rel_emb, causal=causal))
     if causal:
         future = offsets > 0
         logits = logits.masked_fill(future, float("-inf"))
