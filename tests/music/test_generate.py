@@ -102,3 +102,13 @@ def test_generate_command_rejects_bad_options(tmp_path):
         _cli(), ["music", "generate", "--temperature", "0", "-o", str(tmp_path / "x.mid")]
     )
     assert result.exit_code != 0 and "temperature" in result.output.lower()
+
+
+def test_primer_from_the_music21_corpus_by_name():
+    from attnzoo_music.generate import primer_tokens
+    from attnzoo_music.tokenizer import BOS
+
+    tokens = primer_tokens("bwv123.6", 9)
+    assert tokens[0] == BOS and len(tokens) == 9
+    with pytest.raises(ValueError, match="neither a score file nor a piece"):
+        primer_tokens("bwv-no-such-piece")

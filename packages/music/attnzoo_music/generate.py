@@ -65,12 +65,25 @@ def sample(
 
 
 def primer_tokens(path: str | Path | None, length: int | None = None) -> list[int]:
-    """Tokens of a four-part score file (MIDI or MusicXML) without its EOS, cut to ``length`` tokens."""
+    """Tokens of a four-part score without its EOS, cut to ``length`` tokens.
+
+    ``path`` is a score file (MIDI, MusicXML, Humdrum) or the name of a piece in music21's
+    corpus (``bwv123.6``), which ships offline.
+    """
     if path is None:
         return [BOS]
-    from music21 import converter
+    from music21 import converter, corpus
 
-    tokens = encode_score(converter.parse(str(path)))[:-1]
+    if Path(path).exists():
+        score = converter.parse(str(path))
+    else:
+        try:
+            score = corpus.parse(str(path))
+        except Exception as exc:  # music21 raises its own CorpusException
+            raise ValueError(
+                f"primer {path!r} is neither a score file nor a piece in music21's corpus"
+            ) from exc
+    tokens = encode_score(score)[:-1]
     if length is not None:
         if length < 1:
             raise ValueError(f"primer length must be >= 1; got {length}")

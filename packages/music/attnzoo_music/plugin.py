@@ -93,8 +93,7 @@ def register_commands(cli):
     )
     @click.option(
         "--primer",
-        type=click.Path(exists=True, dir_okay=False),
-        help="A four-part MIDI/MusicXML file to continue.",
+        help="A four-part score file (MIDI/MusicXML) or a music21 corpus piece (bwv123.6) to continue.",
     )
     @click.option(
         "--primer-length", type=int, default=None, help="Keep only the primer's first N tokens (4 per 16th)."
@@ -113,6 +112,13 @@ def register_commands(cli):
         "--top-k", type=click.IntRange(min=1), default=None, help="Sample among the k likeliest tokens."
     )
     @click.option("--seed", type=int, default=0, show_default=True, help="Seeded runs repeat exactly.")
+    @click.option(
+        "--threads",
+        type=int,
+        default=1,
+        show_default=True,
+        help="CPU threads; one token at a time is latency-bound, and more threads only contend.",
+    )
     @click.option("--musicxml", is_flag=True, help="Also write MusicXML beside the MIDI file.")
     @click.option(
         "--weights", type=click.Path(exists=True, dir_okay=False), help="A local safetensors file instead."
@@ -121,7 +127,7 @@ def register_commands(cli):
         "-o", "--output", type=click.Path(dir_okay=False), required=True, help="The MIDI file to write."
     )
     def generate(
-        model_name, primer, primer_length, steps, temperature, top_k, seed, musicxml, weights, output
+        model_name, primer, primer_length, steps, temperature, top_k, seed, threads, musicxml, weights, output
     ):
         """Sample a chorale and write it as MIDI (and MusicXML)."""
         import attnzoo
@@ -130,6 +136,7 @@ def register_commands(cli):
 
         from .generate import primer_tokens, sample, write_score
 
+        torch.set_num_threads(threads)
         torch.manual_seed(seed)
         model = attnzoo.load(model_name, weights=weights)
         prompt = primer_tokens(primer, primer_length)
