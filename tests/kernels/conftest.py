@@ -47,7 +47,9 @@ def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dt
     NaN anywhere fails."""
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert torch.isfinite(actual).all(), f"{what}: non-finite values"
-    torch.testing.assert_close(actual.double(), expected.double(), **TOLERANCES[dtype], msg=lambda m: f"{what}: {m}")
+    torch.testing.assert_close(
+        actual.double(), expected.double(), **TOLERANCES[dtype], msg=lambda m: f"{what}: {m}"
+    )
 
 
 @st.composite

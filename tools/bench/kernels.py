@@ -43,11 +43,12 @@ def parse_length(text: str) -> int:
 
 
 def make_inputs_of(op):
-    """The op's ``make_inputs``: an attribute of the op, else its folder module's function."""
+    """The op's input maker: ``op.make_inputs`` if set, else ``make_<op name>_inputs`` in its folder's
+    module (for folders with several ops), else that module's ``make_inputs``."""
     make = getattr(op, "make_inputs", None)
     if make is None:
         module = importlib.import_module(op.reference.__module__.rsplit(".", 1)[0])
-        make = getattr(module, "make_inputs", None)
+        make = getattr(module, f"make_{op.name}_inputs", None) or getattr(module, "make_inputs", None)
     return make
 
 
@@ -192,9 +193,20 @@ def bench(args) -> dict:
                     continue
                 active.append(backend)
             # Backends take turns call by call, so that load from other processes hits them alike.
-            for backend in active:
-                for _ in range(args.warmup):
-                    run_once(backend.fn, call_args, call_kwargs, args.backward)
+            for backend in list(active):
+                try:
+                    for _ in range(args.warmup):
+                        run_once(backend.fn, call_args, call_kwargs, args.backward)
+                except Exception as exc:  # a broken backend or make_inputs is reported, not fatal
+                    error = f"error: {type(exc).__name__}: {exc}"
+                    print(
+                        f"{op.name:18s} {backend.name:10s} L={length:6d} {error}", file=sys.stderr, flush=True
+                    )
+                    results.append(
+                        {"op": op.name, "backend": backend.name, "length": length, "skipped": error}
+                    )
+                    measured[backend.name]["skip"] = error
+                    active.remove(backend)
             times = {backend.name: [] for backend in active}
             for _ in range(args.repeats):
                 for backend in active:

@@ -24,9 +24,13 @@ def check_agent_inputs(q: Tensor, k: Tensor, v: Tensor, agent: Tensor) -> None:
     """Raise ``ValueError`` naming the constraint when the shapes do not fit agent attention."""
     for name, t in (("q", q), ("k", k), ("v", v), ("agent", agent)):
         if t.dim() != 4:
-            raise ValueError(f"agent_attention: {name} must be 4-D (batch, heads, length, dim); got {tuple(t.shape)}")
+            raise ValueError(
+                f"agent_attention: {name} must be 4-D (batch, heads, length, dim); got {tuple(t.shape)}"
+            )
     if k.shape[:3] != v.shape[:3]:
-        raise ValueError(f"agent_attention: k and v must share (batch, heads, length); got {tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"agent_attention: k and v must share (batch, heads, length); got {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if not (q.shape[:2] == k.shape[:2] == agent.shape[:2]):
         raise ValueError(
             "agent_attention: q, k, agent must share (batch, heads); "

@@ -28,7 +28,9 @@ def check_linear_inputs(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> None:
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"linear_attention: q and k must share head_dim; got {q.shape[-1]} and {k.shape[-1]}")
+        raise ValueError(
+            f"linear_attention: q and k must share head_dim; got {q.shape[-1]} and {k.shape[-1]}"
+        )
     if causal and q.shape[2] != k.shape[2]:
         raise ValueError(
             f"linear_attention: causal needs as many queries as keys; got {q.shape[2]} and {k.shape[2]} "

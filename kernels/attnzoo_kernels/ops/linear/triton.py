@@ -1,10 +1,10 @@
 """Triton kernel for causal chunked linear attention (the hot path of decoding-style models).
 
-One program per (batch, head) walks the sequence chunk by chunk, keeping the running sums
-S = Σ φ(k_j) v_jᵀ (F x Dv) and z = Σ φ(k_j) in registers; within a chunk it uses the masked
+One program per (batch, head, block of value columns) walks the sequence chunk by chunk, keeping
+the running sums S = Σ φ(k_j) v_jᵀ (F x block) and z = Σ φ(k_j) in registers; within a chunk it uses the masked
 C x C similarities. The feature map runs in PyTorch before the kernel. Backward recomputes through
 the chunked PyTorch path (the kernel is forward-only), so training works at the chunked path's
-memory cost. Products accumulate in float32 with IEEE precision (no TF32). The launch is hidden
+memory cost, in float32. Products accumulate in float32 with IEEE precision (no TF32). The launch is hidden
 from torch.compile on purpose (``torch.compiler.disable``): a graph break.
 """
 
@@ -34,14 +34,15 @@ if triton is not None:
         eps,
         BLOCK_C: tl.constexpr, BLOCK_F: tl.constexpr, BLOCK_D: tl.constexpr,
     ):  # fmt: skip
-        pid = tl.program_id(0)
+        pid = tl.program_id(0).to(tl.int64)  # offsets past 2**31 elements on large batches
+        pid_d = tl.program_id(1)
         fq_ptr = FQ + pid * length * features
         fk_ptr = FK + pid * length * features
         v_ptr = V + pid * length * dv
         o_ptr = O + pid * length * dv
         offs_c = tl.arange(0, BLOCK_C)
         offs_f = tl.arange(0, BLOCK_F)
-        offs_d = tl.arange(0, BLOCK_D)
+        offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
         f_ok = offs_f < features
         d_ok = offs_d < dv
         lower = offs_c[:, None] >= offs_c[None, :]
@@ -72,20 +73,37 @@ def _block(n: int) -> int:
 
 
 def causal_linear_triton_forward(
-    fq: Tensor, fk: Tensor, v: Tensor, *, eps: float, chunk_size: int = 64, out: Tensor | None = None
+    fq: Tensor,
+    fk: Tensor,
+    v: Tensor,
+    *,
+    eps: float,
+    chunk_size: int = 64,
+    out: Tensor | None = None,
+    block_d: int | None = None,
 ) -> Tensor:
-    """Launch the kernel on features (B, H, L, F) and values (B, H, L, Dv); writes into ``out`` if given."""
+    """Launch the kernel on features (B, H, L, F) and values (B, H, L, Dv); writes into ``out`` if given.
+
+    The grid is (B·H, ceil(Dv / block_d)): value columns are independent given the features, so
+    programs split them (each recomputes the chunk's similarities, which are cheap) to occupy more
+    of the GPU when B·H is small."""
     b, h, length, features = fq.shape
     dv = v.shape[-1]
     fq, fk, v = fq.contiguous(), fk.contiguous(), v.contiguous()
     if out is None:
         out = torch.empty(b, h, length, dv, device=v.device, dtype=v.dtype)
     if out.shape != (b, h, length, dv) or not out.is_contiguous():
-        raise ValueError(f"causal_linear_triton_forward: out must be a contiguous {(b, h, length, dv)} tensor")
+        raise ValueError(
+            f"causal_linear_triton_forward: out must be a contiguous {(b, h, length, dv)} tensor"
+        )
     block_c = _block(min(chunk_size, max(length, 16)))
-    _causal_linear_fwd_kernel[(b * h,)](
+    block_d = block_d or min(64, _block(dv))
+    if block_d < 16 or block_d & (block_d - 1):
+        raise ValueError(f"causal_linear_triton_forward: block_d must be a power of two >= 16; got {block_d}")
+    grid = (b * h, triton.cdiv(dv, block_d))
+    _causal_linear_fwd_kernel[grid](
         fq, fk, v, out, length, features, dv, eps,
-        BLOCK_C=block_c, BLOCK_F=_block(features), BLOCK_D=_block(dv),
+        BLOCK_C=block_c, BLOCK_F=_block(features), BLOCK_D=block_d,
     )  # fmt: skip
     return out
 
@@ -99,11 +117,13 @@ class _CausalLinearTriton(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        fq, fk, v = (t.detach().requires_grad_() for t in ctx.saved_tensors)
+        # Recompute in float32 (as the kernel accumulates), then return grads in the inputs' dtypes.
+        saved = ctx.saved_tensors
+        fq, fk, v = (t.detach().float().requires_grad_() for t in saved)
         with torch.enable_grad():
             out = causal_linear_from_features(fq, fk, v, chunk_size=ctx.chunk_size, eps=ctx.eps)
-            grads = torch.autograd.grad(out, (fq, fk, v), grad_out)
-        return (*grads, None, None)
+            grads = torch.autograd.grad(out, (fq, fk, v), grad_out.float())
+        return (*(g.to(t.dtype) for g, t in zip(grads, saved)), None, None)
 
 
 @torch.compiler.disable
@@ -124,7 +144,9 @@ def linear_attention_triton(
     return _CausalLinearTriton.apply(fq, fk, v, eps, chunk_size)
 
 
-def triton_reasons(q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, feature_map="elu", **kwargs) -> list[str]:
+def triton_reasons(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, feature_map="elu", **kwargs
+) -> list[str]:
     reasons = []
     if not causal:
         reasons.append("the Triton kernel implements the causal form only (non-causal is one matmul)")

@@ -2,8 +2,9 @@
 
 ``softmax_attention(q, k, v, *, attn_mask=None, bias=None, causal=False, scale=None, backend="auto")``
 
-Backends: ``sdpa`` (torch SDPA, every device and dtype, training), ``flex`` (flex attention; compiled
-on CUDA, forward-only eager on CPU, explicit only there) and ``reference``.
+Backends: ``sdpa`` (torch SDPA, every device and dtype, training), ``flex`` (flex attention through
+torch.compile, CUDA only: eager flex on CPU is a slow, forward-only loop, so the dispatcher does not
+offer it there; ``softmax_attention_flex`` can still be called directly) and ``reference``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ softmax_attention.register(
     "flex",
     softmax_attention_flex,
     priority=10,
+    devices=("cuda",),
+    dtypes=(torch.float16, torch.bfloat16, torch.float32),
     check=flex_reasons,
     available=flex_unavailable,
-    compile_note="wraps torch.compile(flex_attention) itself on CUDA; eager on CPU",
+    compile_note="calls torch.compile(flex_attention) itself (CUDA only)",
 )
 
 

@@ -3,7 +3,8 @@
 The mask and bias become a ``score_mod`` (scores + bias, -inf where hidden). Eager flex attention is
 a slow reference loop; on CUDA the call goes through ``torch.compile`` (compiled once per shape
 signature) to get the fused Triton kernel. On CPU it runs eagerly, forward only (torch has no CPU
-backward for flex attention), so it is never chosen automatically there.
+backward for flex attention) and slower than the reference, so the dispatcher registers it for CUDA
+only; tests call this function directly on CPU.
 """
 
 from __future__ import annotations
@@ -77,15 +78,16 @@ def softmax_attention_flex(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         out = run(q, k, v, score_mod=score_mod, scale=scale, enable_gqa=hq != k.shape[1])
-    if empty_row is not None and bool(empty_row.any()):
+    if empty_row is not None:
         out = out.masked_fill(empty_row, 0.0)
     return out
 
 
 def flex_reasons(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> list[str]:
     reasons = []
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        reasons.append("flex attention has no backward on CPU")
+    if q.device.type == "cpu" and any(t.requires_grad for t in (q, k, v)):
+        # torch refuses CPU inputs that require grad even under no_grad.
+        reasons.append("flex attention has no backward on CPU (inputs require grad)")
     for name in ("bias", "attn_mask"):
         t = kwargs.get(name)
         if t is not None and t.requires_grad and torch.is_grad_enabled():

@@ -20,7 +20,9 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, *, op: str) -> None:
             f"got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
         )
     if k.shape[:3] != v.shape[:3]:
-        raise ValueError(f"{op}: k and v must share (batch, heads, length); got {tuple(k.shape)} and {tuple(v.shape)}")
+        raise ValueError(
+            f"{op}: k and v must share (batch, heads, length); got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
     if q.shape[0] != k.shape[0]:
         raise ValueError(f"{op}: q and k must share the batch size; got {q.shape[0]} and {k.shape[0]}")
     if q.shape[-1] != k.shape[-1]:

@@ -64,6 +64,5 @@ def softmax_attention_sdpa(
     else:
         mask = additive.to(q.dtype).masked_fill(~visible, float("-inf"))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, **extra)
-    if bool(empty_row.any()):
-        out = out.masked_fill(empty_row.expand(*out.shape[:-1], 1), 0.0)
-    return out
+    # Unconditional (no data-dependent branch) so that torch.compile traces one graph.
+    return out.masked_fill(empty_row, 0.0)

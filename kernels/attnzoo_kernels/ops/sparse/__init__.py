@@ -31,7 +31,9 @@ sparse_attention = Op(
     reference=sparse_attention_reference,
     doc="Softmax attention restricted to per-query(-block) selected key blocks (-1 = padding).",
 )
-sparse_attention.register("gather", sparse_attention_gather, priority=20, compile_note="traced by torch.compile")
+sparse_attention.register(
+    "gather", sparse_attention_gather, priority=20, compile_note="traced by torch.compile"
+)
 
 span_attention = Op(
     "span_attention",
@@ -42,7 +44,13 @@ span_attention.register("gather", span_attention_gather, priority=20, compile_no
 
 
 def random_block_selection(
-    length: int, *, block_size: int, query_block_size: int, selected: int, heads: int, generator: torch.Generator
+    length: int,
+    *,
+    block_size: int,
+    query_block_size: int,
+    selected: int,
+    heads: int,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """Causal block selection (1, heads, groups, selected): each query block keeps its own diagonal
     key block plus random earlier ones, -1 where fewer exist."""
@@ -68,7 +76,9 @@ def make_inputs(
     gen = torch.Generator().manual_seed(length)
     q, k, v = (torch.randn(1, 4, length, 64, generator=gen, dtype=dtype) for _ in range(3))
     q, k, v = (t.to(device).requires_grad_(requires_grad) for t in (q, k, v))
-    indices = random_block_selection(length, block_size=64, query_block_size=64, selected=8, heads=4, generator=gen)
+    indices = random_block_selection(
+        length, block_size=64, query_block_size=64, selected=8, heads=4, generator=gen
+    )
     return (q, k, v, indices.to(device)), {"block_size": 64, "query_block_size": 64, "causal": True}
 
 

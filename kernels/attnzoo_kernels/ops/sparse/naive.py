@@ -24,7 +24,9 @@ from torch import Tensor
 from ..softmax.naive import causal_visibility, check_attention_inputs, repeat_kv_heads
 
 
-def check_selection(q: Tensor, k: Tensor, starts: Tensor, lengths: Tensor, query_block_size: int, op: str) -> None:
+def check_selection(
+    q: Tensor, k: Tensor, starts: Tensor, lengths: Tensor, query_block_size: int, op: str
+) -> None:
     """Raise ``ValueError`` naming the constraint when the selection tensors do not fit q and k."""
     check_attention_inputs(q, k, k, op=op)
     if query_block_size < 1:
@@ -36,7 +38,9 @@ def check_selection(q: Tensor, k: Tensor, starts: Tensor, lengths: Tensor, query
             f"({q.shape[0]}, {q.shape[1]}, {groups}, S); got {tuple(starts.shape)}"
         )
     if lengths.shape != starts.shape:
-        raise ValueError(f"{op}: span_lengths {tuple(lengths.shape)} must match span_starts {tuple(starts.shape)}")
+        raise ValueError(
+            f"{op}: span_lengths {tuple(lengths.shape)} must match span_starts {tuple(starts.shape)}"
+        )
     if starts.dtype.is_floating_point or lengths.dtype.is_floating_point:
         raise ValueError(f"{op}: indices, starts and lengths must be integer tensors")
 
@@ -113,6 +117,13 @@ def sparse_attention_reference(
     """
     starts, lengths = blocks_to_spans(block_indices, block_size)
     return span_attention_reference(
-        q, k, v, starts, lengths, max_span=block_size, query_block_size=query_block_size, causal=causal,
+        q,
+        k,
+        v,
+        starts,
+        lengths,
+        max_span=block_size,
+        query_block_size=query_block_size,
+        causal=causal,
         scale=scale,
     )
