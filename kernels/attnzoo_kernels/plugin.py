@@ -45,7 +45,11 @@ def register_commands(cli):
         for row in rows:
             status = "[green]yes[/]" if row["available"] else f"[red]no[/] ({row['reason']})"
             table.add_row(
-                row["op"], row["backend"], ",".join(row["devices"]), "yes" if row["training"] else "no",
-                status, row["compile"],
+                row["op"],
+                row["backend"],
+                ",".join(row["devices"]),
+                "yes" if row["training"] else "no",
+                status,
+                row["compile"],
             )
         Console().print(table)

@@ -13,12 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-
 import attnzoo as zoo
+import torch
 from attnzoo.loading import import_object
 from attnzoo.registry import resolve
+from safetensors.torch import load_file, save_file
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -31,7 +30,9 @@ def _median_seconds(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("model")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
@@ -55,7 +56,9 @@ def main() -> None:
         read = _median_seconds(lambda: load_file(path), args.repeats)
         plain_s = _median_seconds(plain, args.repeats)
         zoo_s = _median_seconds(zoo_path, args.repeats)
-    print(f"| {spec.name} | {size_mb:.0f} MB | {read:.3f} s | {plain_s:.3f} s | {zoo_s:.3f} s | {plain_s / zoo_s:.1f}x |")
+    print(
+        f"| {spec.name} | {size_mb:.0f} MB | {read:.3f} s | {plain_s:.3f} s | {zoo_s:.3f} s | {plain_s / zoo_s:.1f}x |"
+    )
 
 
 if __name__ == "__main__":
