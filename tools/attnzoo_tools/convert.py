@@ -24,6 +24,7 @@ from attnzoo.errors import CorruptWeightsError, StateDictMismatchError, ZooError
 from attnzoo.loading import build, check_state_dict, convert_checkpoint, tied_aliases
 from attnzoo.registry import info, resolve
 from attnzoo.specs import ModelSpec
+from attnzoo.weights import sha256_of
 from torch import nn
 
 from .card import render_card
@@ -41,7 +42,6 @@ __all__ = [
     "converted_model",
     "read_release",
     "read_source",
-    "sha256_with_progress",
     "target_config",
 ]
 
@@ -103,19 +103,6 @@ def _progress(console: Any):
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     )
-
-
-def sha256_with_progress(path: Path, advance: Any = None) -> str:
-    """The file's sha256, calling ``advance(bytes)`` per chunk (for a progress bar)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-            if advance is not None:
-                advance(len(chunk))
-    return digest.hexdigest()
 
 
 def read_source(path: str | Path) -> SourceCheckpoint:
@@ -288,7 +275,7 @@ def convert(
     with _progress(console) as progress:
         size = source.stat().st_size
         with _step(progress, f"hashing {source.name}", total=size) as advance:
-            source_sha = sha256_with_progress(source, advance)
+            source_sha = sha256_of(source, advance)
         with _step(progress, f"reading {source.name}"):
             checkpoint = read_source(source)
         with _step(progress, f"converting and loading strictly into {spec.name}"):
@@ -301,7 +288,7 @@ def convert(
             )
         written = (out_dir / WEIGHTS_FILE).stat().st_size
         with _step(progress, f"hashing {WEIGHTS_FILE}", total=written) as advance:
-            sha = sha256_with_progress(out_dir / WEIGHTS_FILE, advance)
+            sha = sha256_of(out_dir / WEIGHTS_FILE, advance)
 
     parameters = sum(p.numel() for p in model.parameters())
     card = info(spec.name)
@@ -361,7 +348,6 @@ def read_release(out_dir: str | Path) -> dict[str, Any]:
         raise CorruptWeightsError(f"{out_dir} has no {CONFIG_FILE}; write the folder with `attnzoo convert`")
     record = json.loads(config_path.read_text())
     from attnzoo.errors import HashMismatchError
-    from attnzoo.weights import sha256_of
 
     actual = sha256_of(weights)
     pinned = {record.get("weights", {}).get("sha256")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -14,12 +15,14 @@ from .specs import WeightEntry
 _CHUNK = 1 << 20
 
 
-def sha256_of(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
+def sha256_of(path: str | Path, advance: Callable[[int], object] | None = None) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks; ``advance(n_bytes)`` drives a progress bar."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+            if advance is not None:
+                advance(len(chunk))
     return digest.hexdigest()
 
 
