@@ -13,7 +13,8 @@ depends on the 3-D positions of the two tokens, while the LLM's own RoPE runs un
   and tokens after the given positions (the generated ones) zero-padded.
 * ``compat="paper"`` — the relative quaternion form: ``s = <e, r e r*>`` with ``r = exp(γ (p_j - p_i)/2)``
   over all three coordinates, gated by an explicit ``object_mask``; object-object scores depend on
-  ``p_j - p_i`` only.
+  ``p_j - p_i`` only. Written from the paper's abstract: its method section's equations could not be
+  read, so this mode is not checked against them (docs/models/quatrope.md lists what is confirmed).
 
 Object positions travel with the inputs as extra forward keywords, which ``generate()`` carries to
 every step and ``LlamaModel`` hands down to each attention layer::

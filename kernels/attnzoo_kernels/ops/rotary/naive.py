@@ -14,8 +14,9 @@ QuatRoPE (Zhou et al., arXiv 2603.24721) adds a 3-D rotation term for object tok
   object position ``(x, y, z)`` at one scalar frequency ``g``, times a 0/1 gate. The three channels are
   appended to query and key, so two object tokens gain the score term ``r_i . r_j``. ``Rx`` fixes ``e``:
   this form ignores ``x`` and is not a function of ``p_j - p_i`` alone.
-* ``quat_relative`` — the relative form the paper states (scores that depend on relative 3-D position
-  only): the pure quaternion of the offset ``v = g * (p_k - p_q)`` is turned into the unit quaternion
+* ``quat_relative`` — a relative form written from the paper's abstract (scores that depend on relative
+  3-D position only; the method section's equations could not be read, see docs/models/quatrope.md):
+  the pure quaternion of the offset ``v = g * (p_k - p_q)`` is turned into the unit quaternion
   ``r = exp(v / 2) = (cos(|v|/2), sin(|v|/2) v/|v|)``, which rotates the unit axis ``e`` by the sandwich
   product ``r e r*``; the term is ``<e, r e r*>`` times both tokens' gates.
 """
