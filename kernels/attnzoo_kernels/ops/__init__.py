@@ -7,7 +7,7 @@ import importlib
 from ..dispatch import Op, ops
 
 # Op folders, imported so that each registers its Op with the dispatcher.
-OP_MODULES = ("softmax", "relative", "routing", "agent", "linear", "sparse", "rotary")
+OP_MODULES = ("softmax", "relative", "routing", "agent", "linear", "sparse", "rotary", "moh")
 
 
 def all_ops() -> dict[str, Op]:

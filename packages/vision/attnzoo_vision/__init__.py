@@ -1,7 +1,8 @@
-"""attnzoo-vision: vision backbones for attnzoo (BiFormer), usable from the zoo and from timm.
+"""attnzoo-vision: vision backbones for attnzoo (BiFormer, MoH), usable from the zoo and from timm.
 
 Importing this package is torch-free (the zoo imports ``attnzoo_vision.plugin`` to list
-models). ``import attnzoo_vision.biformer`` builds the models and registers them with timm.
+models). ``import attnzoo_vision.biformer`` builds the models and registers them with timm;
+``attnzoo_vision.moh`` holds the MoH attentions.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""attnzoo plugin of attnzoo-vision: the BiFormer models and their checkpoint converter.
+"""attnzoo plugin of attnzoo-vision: the BiFormer models and their checkpoint converter, and MoH-ViT-S.
 
 Torch-free on purpose: the zoo imports this module to list models. The model code
-(``attnzoo_vision.biformer``) is imported only when a model is built.
+(``attnzoo_vision.biformer``, ``attnzoo_vision.moh``) is imported only when a model is built.
 """
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ BIFORMER_PAPER = Paper(
     title="BiFormer: Vision Transformer with Bi-Level Routing Attention",
     arxiv="2303.08810",
     code_url="https://github.com/rayleizhu/BiFormer",
+)
+MOH_PAPER = Paper(
+    title="MoH: Multi-Head Attention as Mixture-of-Head Attention",
+    arxiv="2410.11842",
+    code_url="https://github.com/SkyworkAI/MoH",
 )
 BIFORMER_INPUT = InputSpec(
     kind="image",
@@ -98,10 +103,38 @@ def _spec(
     )
 
 
+MOH_VIT_S = ModelSpec(
+    name="moh-vit-s",
+    builder="attnzoo_vision.moh:moh_vit_small",
+    family="moh",
+    task="image-classification",
+    paper=MOH_PAPER,
+    license="Apache-2.0",
+    config={"num_classes": 1000, "shared_heads": 2, "routed_topk": 2},
+    input=InputSpec(
+        kind="image",
+        shape=(3, 224, 224),
+        preprocess={
+            "mean": (0.5, 0.5, 0.5),
+            "std": (0.5, 0.5, 0.5),
+            "interpolation": "bicubic",
+            "crop_pct": 0.9,
+        },
+    ),
+    description=(
+        "timm ViT-S/16 layout (vit_small_patch16_224) with MoH attention: 2 shared heads + top-2 of 4 "
+        "routed heads per token, random init. No weights: the official MoH-ViT checkpoints "
+        "(Chat-UniVi/MoH-ViT-*) are TransNeXt models, not this layout; a pretrained timm ViT-S loads "
+        "into it except the routers (attnzoo_vision.moh.moh_vit)."
+    ),
+)
+
+
 @hookimpl
 def register_models(register):
     for variant in _VARIANTS:
         register(_spec(*variant))
+    register(MOH_VIT_S)
 
 
 @hookimpl
