@@ -211,3 +211,9 @@ def test_zoo_load_keeps_tied_parameters_one_object(tmp_path, toy_zoo, monkeypatc
     save_file({"embed.weight": torch.randn(5, 3)}, tmp_path / "tied.safetensors")
     model = zoo.load("toy-mlp", weights=tmp_path / "tied.safetensors")
     assert model.head.weight is model.embed.weight
+
+
+def test_unknown_tag_without_pretrained_is_a_zoo_error(toy_zoo):
+    with pytest.raises(zoo.WeightsUnavailableError, match="no weights tagged 'nope'"):
+        zoo.load("toy-mlp.nope", pretrained=False)
+    assert zoo.load("toy-mlp.v1", pretrained=False).fc1.weight.shape == (8, 4)

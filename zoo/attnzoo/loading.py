@@ -187,14 +187,11 @@ def load(
                 f"{spec.name} has no pretrained weights; load it with pretrained=False for random init, "
                 f"or pass weights=PATH"
             )
-        try:
-            entry = spec.weight(tag)
-        except LookupError as exc:
-            raise WeightsUnavailableError(str(exc)) from exc
+        entry = _weight_entry(spec, tag)
         config.update(entry.config)
         state = read_safetensors(fetch(entry, spec.name))
     elif tag is not None:
-        spec.weight(tag)  # an unknown tag is an error even without weights
+        config.update(_weight_entry(spec, tag).config)  # random init, but the tagged variant's config
     config.update(config_overrides)
 
     model = build(spec, config, on_meta=state is not None)
@@ -204,7 +201,7 @@ def load(
         aliases = tied_aliases(model)
         model.load_state_dict(state, strict=True, assign=True)
         _retie(model, aliases)
-        _materialise_leftovers(model, spec.name)
+        _check_nothing_left_on_meta(model, spec.name)
     model.eval()
     if device is not None or dtype is not None:
         model.to(device=device, dtype=dtype)
@@ -225,8 +222,15 @@ def _placed(tensor: torch.Tensor, device, dtype) -> torch.Tensor:
     return tensor.to(device) if device is not None else tensor
 
 
-def _materialise_leftovers(model: nn.Module, name: str) -> None:
-    """Tied parameters are assigned once; anything still on meta means the model hid a parameter."""
+def _weight_entry(spec: ModelSpec, tag: str | None):
+    try:
+        return spec.weight(tag)
+    except LookupError as exc:
+        raise WeightsUnavailableError(str(exc)) from exc
+
+
+def _check_nothing_left_on_meta(model: nn.Module, name: str) -> None:
+    """A parameter still on meta was never registered under a state-dict key the weights could fill."""
     left = [key for key, p in model.named_parameters(remove_duplicate=False) if p.device.type == "meta"]
     if left:
         raise StateDictMismatchError(f"{name}: parameters left without weights after loading: {left[:8]}")
