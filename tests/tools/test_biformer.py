@@ -65,4 +65,4 @@ def test_official_biformer_checkpoint_converts_and_verifies(zoo_cli, tmp_path):
     # zoo.load's tensors sit at the safetensors file's offsets, where CPU kernels may round
     # differently; with the same values in fresh memory the outputs are bit-identical
     assert report.max_abs_diff <= 1e-5
-    assert report.max_abs_diff == 0.0 or report.max_abs_diff_realigned == 0.0
+    assert report.max_abs_diff == 0.0  # zoo.load copies unaligned tensors, so no rounding drift
