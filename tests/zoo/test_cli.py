@@ -70,3 +70,11 @@ def test_load_without_reachable_weights_fails_cleanly(run, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     output = run("load", "toy-mlp", ok=False)
     assert "pass weights=PATH" in output and "Traceback" not in output
+
+
+def test_list_no_pretrained_and_bad_batch_size(run):
+    listed = json.loads(run("list", "toy-*", "--no-pretrained", "--json"))
+    assert [m["name"] for m in listed] == ["toy-mlp-wide"]
+    assert "Invalid value for '--batch-size'" in run(
+        "load", "toy-mlp", "--random-init", "--batch-size", "0", ok=False
+    )

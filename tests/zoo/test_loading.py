@@ -116,10 +116,13 @@ def test_hash_mismatch(hub, toy_zoo):
         zoo.load("toy-mlp")
 
 
-def test_unpinned_entry_warns(hub, toy_zoo):
+def test_unpublished_entry_is_refused_before_any_request(hub, toy_zoo):
     _publish(hub, save(_toy_state()), pin_sha=None, revision="main")
-    with pytest.warns(UserWarning, match="not pinned to a sha256"):
+    before = len(hub.state.requests)
+    with pytest.raises(zoo.WeightsUnavailableError, match="announced but not yet published"):
         zoo.load("toy-mlp")
+    assert len(hub.state.requests) == before
+    assert "toy-mlp" not in zoo.list_models(pretrained=True)
 
 
 def test_truncated_local_file(tmp_path, toy_zoo):
@@ -217,3 +220,10 @@ def test_unknown_tag_without_pretrained_is_a_zoo_error(toy_zoo):
     with pytest.raises(zoo.WeightsUnavailableError, match="no weights tagged 'nope'"):
         zoo.load("toy-mlp.nope", pretrained=False)
     assert zoo.load("toy-mlp.v1", pretrained=False).fc1.weight.shape == (8, 4)
+
+
+def test_damaged_pickle_is_a_corrupt_weights_error(tmp_path, toy_zoo):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(b"junk\n")
+    with pytest.raises(zoo.CorruptWeightsError, match="cannot be read as a PyTorch checkpoint"):
+        zoo.load("toy-mlp", weights=path)

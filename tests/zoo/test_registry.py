@@ -31,6 +31,7 @@ def test_list_filters_and_patterns(toy_zoo):
     assert zoo.list_models("toy-*") == ["toy-mlp", "toy-mlp-wide"]
     assert zoo.list_models("toy-*", pretrained=True) == ["toy-mlp"]
     assert zoo.list_models("toy-*", pretrained=False) == ["toy-mlp-wide"]
+    assert zoo.list_models("toy_*") == ["toy-mlp"]  # aliases match patterns too
     assert zoo.list_models(task="tabular-classification") == ["toy-mlp", "toy-mlp-wide"]
     assert zoo.list_models("toy-*", package="attnzoo-vision") == []
     assert zoo.list_models("toy-*", package="<in-process toy>") == ["toy-mlp", "toy-mlp-wide"]
@@ -58,6 +59,12 @@ def test_tag_selects_weights_and_unknown_names_suggest(toy_zoo):
         zoo.info("toy-mpl")
     with pytest.raises(zoo.UnknownModelError, match="unknown model 'nothing-like-it'"):
         zoo.info("nothing-like-it")
+    with pytest.raises(zoo.UnknownModelError, match="no weights tagged 'v9'; it has: v1"):
+        zoo.info("toy-mlp.v9")
+    with pytest.raises(zoo.UnknownModelError) as raised:
+        zoo.info("toy-mpl")
+    suggested = str(raised.value).split("closest matches: ")[1].split(" (")[0].split(", ")
+    assert len(suggested) == len(set(suggested))  # an alias and its model are one suggestion
 
 
 def _write_dist(site, dist: str, module: str, source: str, entry_name: str) -> None:

@@ -127,9 +127,9 @@ def read_source(path: str | Path) -> SourceCheckpoint:
         )
     except pickle.UnpicklingError:
         pass  # objects beyond tensors: try the allow-list below
-    except (RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # torch's readers raise KeyError, RuntimeError, EOFError... on damaged files
         raise CorruptWeightsError(
-            f"{path} cannot be read as a PyTorch checkpoint (truncated?): {exc}"
+            f"{path} cannot be read as a PyTorch checkpoint (truncated?): {exc!r}"
         ) from exc
     try:
         obj, stand_ins = restricted_load(path)

@@ -50,9 +50,9 @@ def read_checkpoint(path: str | Path) -> Any:
             f"{path} holds objects beyond tensors, which the zoo will not unpickle; convert it once with "
             f"`attnzoo convert NAME {path} -o DIR` and load DIR instead ({exc})"
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # torch's readers raise KeyError, RuntimeError, EOFError... on damaged files
         raise CorruptWeightsError(
-            f"{path} cannot be read as a PyTorch checkpoint (truncated?): {exc}"
+            f"{path} cannot be read as a PyTorch checkpoint (truncated?): {exc!r}"
         ) from exc
 
 

@@ -12,12 +12,12 @@ from .errors import ZooError
 
 
 class ZooGroup(click.Group):
-    """Turns a ZooError into a one-line message and exit status 1 instead of a traceback."""
+    """Turns bad input (ZooError, ValueError) into a one-line message and exit status 1, not a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except ZooError as exc:
+        except (ZooError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 
@@ -59,7 +59,9 @@ def plugins_command(as_json: bool) -> None:
 @click.argument("pattern", default="*")
 @click.option("--task", help="Only models of this task (image-classification, text-generation, ...).")
 @click.option("--package", help="Only models of this distribution (attnzoo-vision, ...).")
-@click.option("--pretrained/--all", default=None, help="Only models with (or list all) weights.")
+@click.option(
+    "--pretrained/--no-pretrained", default=None, help="Only models with (or without) published weights."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_command(pattern: str, task: str | None, package: str | None, pretrained: bool | None, as_json: bool):
     """List models whose name matches PATTERN (a glob)."""
@@ -71,7 +73,8 @@ def list_command(pattern: str, task: str | None, package: str | None, pretrained
     from rich.table import Table
 
     table = Table(title=f"{len(cards)} models")
-    for column in ("name", "aliases", "task", "package", "weights", "paper"):
+    table.add_column("name", no_wrap=True)
+    for column in ("aliases", "task", "package", "weights", "paper"):
         table.add_column(column, overflow="fold")
     for c in cards:
         tags = ", ".join(w.tag for w in c.weights) or "-"
@@ -116,7 +119,13 @@ def info_command(name: str, as_json: bool) -> None:
 @click.option(
     "--random-init", is_flag=True, help="Skip pretrained weights and use the random initialisation."
 )
-@click.option("--batch-size", default=1, show_default=True, help="Batch size of the example forward pass.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Batch size of the forward pass.",
+)
 def load_command(name: str, weights: str | None, random_init: bool, batch_size: int) -> None:
     """Build a model, print its size and input spec, and time one forward pass."""
     import time

@@ -19,7 +19,8 @@ def resolve(name: str) -> tuple[ModelSpec, str | None]:
     key = reg.aliases.get(base, base)
     if key not in reg.models:
         known = list(reg.models) + list(reg.aliases)
-        close = difflib.get_close_matches(base, known, n=5, cutoff=0.5)
+        close = difflib.get_close_matches(base, known, n=8, cutoff=0.5)
+        close = list(dict.fromkeys(reg.aliases.get(c, c) for c in close))[:5]  # one entry per model
         hint = f"; closest matches: {', '.join(close)}" if close else ""
         raise UnknownModelError(f"unknown model {name!r}{hint} (attnzoo list shows every model)")
     return reg.models[key], tag
@@ -36,13 +37,13 @@ def list_models(
     reg = registry()
     names = []
     for name, spec in reg.models.items():
-        if not fnmatch.fnmatchcase(name, pattern):
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in (name, *spec.aliases)):
             continue
         if task is not None and spec.task != task:
             continue
         if package is not None and reg.owner[name].distribution != package:
             continue
-        if pretrained is not None and bool(spec.weights) != pretrained:
+        if pretrained is not None and any(w.published for w in spec.weights) != pretrained:
             continue
         names.append(name)
     return sorted(names)
@@ -50,7 +51,10 @@ def list_models(
 
 def info(name: str) -> ModelCard:
     """The ModelCard of a model (paper, licence, config, weights, input, metrics)."""
-    spec, _ = resolve(name)
+    spec, tag = resolve(name)
+    if tag is not None and all(w.tag != tag for w in spec.weights):
+        tags = ", ".join(w.tag for w in spec.weights) or "none"
+        raise UnknownModelError(f"{spec.name} has no weights tagged {tag!r}; it has: {tags}")
     owner = registry().owner[spec.name]
     return ModelCard(
         name=spec.name,

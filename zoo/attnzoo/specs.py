@@ -48,7 +48,7 @@ class WeightEntry:
     Exactly one of ``hub`` and ``package_file`` says where the safetensors file lives.
     ``package_file`` is ``"import_package:relative/path.safetensors"``, a file shipped
     inside a plugin distribution. ``sha256`` is ``None`` only for weights that are
-    announced but not yet published; they load unverified, with a warning.
+    announced but not yet published: they are listed, but ``load`` refuses them.
     """
 
     tag: str
@@ -64,6 +64,11 @@ class WeightEntry:
     def __post_init__(self) -> None:
         if (self.hub is None) == (self.package_file is None):
             raise ValueError(f"weight entry {self.tag!r} needs exactly one of hub= and package_file=")
+
+    @property
+    def published(self) -> bool:
+        """Whether the entry pins a file that can be loaded and verified."""
+        return self.sha256 is not None
 
     @property
     def source(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -28,19 +27,18 @@ def sha256_of(path: str | Path, advance: Callable[[int], object] | None = None) 
 
 def fetch(entry: WeightEntry, model_name: str) -> Path:
     """The local path of a weight entry's file, downloaded into the Hub cache if needed, hash-checked."""
+    if not entry.published:
+        raise WeightsUnavailableError(
+            f"{model_name}.{entry.tag}: weights are announced but not yet published (to be at {entry.source}); "
+            f"pass weights=PATH to an official checkpoint ({entry.origin}), or load with pretrained=False"
+        )
     path = _fetch_hub(entry, model_name) if entry.hub is not None else _package_file(entry, model_name)
     verify(path, entry, model_name)
     return path
 
 
 def verify(path: Path, entry: WeightEntry, model_name: str) -> None:
-    """Check a file against the entry's pinned sha256 (warn if the entry pins none)."""
-    if entry.sha256 is None:
-        warnings.warn(
-            f"{model_name}.{entry.tag}: weights are not pinned to a sha256 yet; loaded unverified from {path}",
-            stacklevel=3,
-        )
-        return
+    """Check a file against the entry's pinned sha256."""
     actual = sha256_of(path)
     if actual != entry.sha256:
         raise HashMismatchError(
