@@ -6,9 +6,9 @@ import pytest
 import torch
 from attnzoo_kernels.ops.agent import agent_attention, agent_attention_reference, make_inputs
 from attnzoo_kernels.ops.agent.sdpa import agent_attention_sdpa
-from conftest import SETTINGS, assert_matches
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_checks import SETTINGS, assert_matches
 
 
 @st.composite

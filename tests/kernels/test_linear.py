@@ -22,9 +22,9 @@ from attnzoo_kernels.ops.linear import (  # noqa: E402
 )
 from attnzoo_kernels.ops.linear.chunked import linear_attention_chunked  # noqa: E402
 from attnzoo_kernels.ops.linear.triton import causal_linear_triton_forward  # noqa: E402
-from conftest import SETTINGS, assert_matches, grads_of, poisoned  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from kernel_checks import SETTINGS, assert_matches, grads_of, poisoned  # noqa: E402
 
 
 def feature_map(kind: str, heads: int, dim: int, dtype: torch.dtype, seed: int):

@@ -16,9 +16,9 @@ from attnzoo_kernels.ops.moh import (
     moh_gates,
     moh_route,
 )
-from conftest import SETTINGS, TOLERANCES
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_checks import SETTINGS, TOLERANCES
 
 
 def _logits(gen, leading, shared, routed, dtype, requires_grad=True):

@@ -8,9 +8,9 @@ from attnzoo_kernels.dispatch import BackendNotSupported
 from attnzoo_kernels.ops.softmax import make_inputs, softmax_attention, softmax_attention_reference
 from attnzoo_kernels.ops.softmax.flex import flex_reasons, softmax_attention_flex
 from attnzoo_kernels.ops.softmax.sdpa import softmax_attention_sdpa
-from conftest import SETTINGS, assert_matches, attention_dims, grads_of, random_qkv
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_checks import SETTINGS, assert_matches, attention_dims, grads_of, random_qkv
 
 
 def _options(draw_kind: str, dims: dict, gen: torch.Generator, dtype: torch.dtype) -> dict:

@@ -17,9 +17,9 @@ from attnzoo_kernels.ops.sparse import (
     sparse_attention_reference,
 )
 from attnzoo_kernels.ops.sparse.gather import sparse_attention_gather
-from conftest import SETTINGS, assert_matches, attention_dims, grads_of, random_qkv
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_checks import SETTINGS, assert_matches, attention_dims, grads_of, random_qkv
 
 PATHS = ["gather", "gather_in_slices", "dense"]
 

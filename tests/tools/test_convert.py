@@ -10,10 +10,10 @@ import attnzoo as zoo
 import torch
 from attnzoo_tools.card import split_card
 from attnzoo_tools.convert import READER_RESTRICTED, READER_SAFETENSORS, READER_WEIGHTS_ONLY, convert
-from conftest import official_toy_state
 from foreign import Malicious, save_with_foreign_module
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from toy_checkpoints import official_toy_state
 
 RELEASE = {"model.safetensors", "model.safetensors.sha256", "config.json", "README.md"}
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from attnzoo.errors import HashMismatchError, ZooError
 from attnzoo_tools.verify import verify
-from conftest import official_toy_state
+from toy_checkpoints import official_toy_state
 
 
 @pytest.fixture

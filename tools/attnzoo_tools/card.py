@@ -336,10 +336,17 @@ def render_card(
         if source.get("sha256"):
             weights.append(("source sha256", f"`{source['sha256']}`"))
     lines += ["## Weights", ""] + _table(weights) + [""]
-    lines += [
-        "The weights are a plain safetensors file; `attnzoo` checks its sha256 before building the model.",
-        "",
-    ]
+    if sha256 or (entry is not None and entry.published):
+        lines += [
+            "The weights are a plain safetensors file; `attnzoo` checks its sha256 before building the model.",
+            "",
+        ]
+    else:
+        lines += [
+            "These weights are announced but not yet published; `attnzoo` refuses to load them until "
+            "the entry pins a revision and a sha256.",
+            "",
+        ]
     return "\n".join(lines)
 
 

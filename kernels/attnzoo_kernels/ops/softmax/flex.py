@@ -24,6 +24,8 @@ def flex_unavailable() -> str | None:
         from torch.nn.attention import flex_attention  # noqa: F401
     except ImportError:
         return "torch.nn.attention.flex_attention needs torch >= 2.5"
+    if not torch.cuda.is_available():
+        return "the flex backend serves CUDA only, and no CUDA device is present"
     return None
 
 
