@@ -112,3 +112,12 @@ def test_primer_from_the_music21_corpus_by_name():
     assert tokens[0] == BOS and len(tokens) == 9
     with pytest.raises(ValueError, match="neither a score file nor a piece"):
         primer_tokens("bwv-no-such-piece")
+
+
+def test_generate_refuses_a_model_that_is_not_for_music(tmp_path):
+    result = CliRunner().invoke(
+        _cli(), ["music", "generate", "--model", "biformer-t", "-o", str(tmp_path / "x.mid")]
+    )
+    assert result.exit_code != 0
+    assert "biformer-t is a image-classification model" in result.output
+    assert not (tmp_path / "x.mid").exists()

@@ -227,3 +227,8 @@ def test_damaged_pickle_is_a_corrupt_weights_error(tmp_path, toy_zoo):
     path.write_bytes(b"junk\n")
     with pytest.raises(zoo.CorruptWeightsError, match="cannot be read as a PyTorch checkpoint"):
         zoo.load("toy-mlp", weights=path)
+
+
+def test_config_key_the_builder_does_not_take(toy_zoo):
+    with pytest.raises(zoo.ZooError, match="toy-mlp does not take that config key.*'img_size'"):
+        zoo.load("toy-mlp", pretrained=False, img_size=256)

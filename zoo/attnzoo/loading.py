@@ -18,7 +18,7 @@ from torch import nn
 
 from .checkpoints import PICKLE_SUFFIXES, read_checkpoint, read_safetensors
 from .discovery import registry
-from .errors import ConverterError, StateDictMismatchError, WeightsUnavailableError
+from .errors import ConverterError, StateDictMismatchError, WeightsUnavailableError, ZooError
 from .registry import resolve
 from .specs import ModelSpec
 from .weights import fetch
@@ -80,10 +80,17 @@ class _SkipInitOnMeta(torch.overrides.TorchFunctionMode):
 def build(spec: ModelSpec, config: Mapping[str, Any], *, on_meta: bool) -> nn.Module:
     """Call the spec's builder with ``config``, with parameters on meta when weights will follow."""
     builder = import_object(spec.builder)
-    if not on_meta:
-        return builder(**config)
-    with parameters_on_meta():
-        return builder(**config)
+    try:
+        if not on_meta:
+            return builder(**config)
+        with parameters_on_meta():
+            return builder(**config)
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        raise ZooError(
+            f"{spec.name} does not take that config key ({exc}); its default config is {dict(spec.config)}"
+        ) from exc
 
 
 def tied_aliases(model: nn.Module) -> dict[str, str]:

@@ -81,7 +81,9 @@ class RelativeSelfAttention(nn.Module):
 
             out = relative_attention(q, k, v, self.rel_emb, causal=True)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            from attnzoo_kernels.ops.softmax import softmax_attention
+
+            out = softmax_attention(q, k, v, causal=True)
         out = out.transpose(1, 2).reshape(B, L, C)
         return F.dropout(self.proj(out), self.dropout, self.training)
 

@@ -138,6 +138,13 @@ def register_commands(cli):
 
         torch.set_num_threads(threads)
         torch.manual_seed(seed)
+        card = attnzoo.info(model_name)
+        if card.task != "music-generation":
+            raise click.BadParameter(
+                f"{card.name} is a {card.task} model; pick a music-generation model "
+                f"({', '.join(attnzoo.list_models(task='music-generation'))})",
+                param_hint="--model",
+            )
         model = attnzoo.load(model_name, weights=weights)
         prompt = primer_tokens(primer, primer_length)
         columns = (TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
