@@ -238,3 +238,9 @@ def test_pytorch_paths_run_under_torch_compile(path):
     torch.testing.assert_close(out, expected)
     for got, want in zip(torch.autograd.grad(out.sum(), inputs), expected_grads):
         torch.testing.assert_close(got, want)
+
+
+def test_mixed_dtypes_name_the_constraint():
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(ValueError, match="must share one floating dtype"):
+        relative_attention(q, q, q.double(), torch.randn(4, 16), causal=True)

@@ -117,3 +117,11 @@ def test_sdpa_path_compiles_without_graph_breaks():
         softmax_attention_sdpa(q, k, v, bias=bias, **kwargs).double(),
         torch.float32,
     )
+
+
+def test_a_mask_that_does_not_broadcast_names_the_constraint():
+    q = torch.randn(1, 2, 8, 16)
+    with pytest.raises(
+        ValueError, match=r"attn_mask of shape \(5, 5\) must broadcast to \(batch, heads, Lq, Lk\)"
+    ):
+        softmax_attention(q, q, q, attn_mask=torch.ones(5, 5, dtype=torch.bool))

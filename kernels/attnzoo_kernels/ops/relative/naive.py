@@ -59,6 +59,11 @@ def check_relative_inputs(q: Tensor, k: Tensor, v: Tensor, rel_emb: Tensor, caus
         raise ValueError(
             f"relative_attention: v must match q in (batch, heads, length); got {tuple(v.shape)} vs {tuple(q.shape)}"
         )
+    if len({q.dtype, k.dtype, v.dtype, rel_emb.dtype}) != 1 or not q.is_floating_point():
+        raise ValueError(
+            "relative_attention: q, k, v and rel_emb must share one floating dtype; got "
+            f"{q.dtype}, {k.dtype}, {v.dtype}, {rel_emb.dtype}"
+        )
     if rel_emb.dim() not in (2, 3):
         raise ValueError(
             f"relative_attention: rel_emb must be (P, D) or (H, P, D); got shape {tuple(rel_emb.shape)}"

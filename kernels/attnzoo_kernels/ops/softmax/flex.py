@@ -49,7 +49,7 @@ def softmax_attention_flex(
     """Same contract as :func:`softmax_attention_reference`, computed by flex attention."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    check_attention_inputs(q, k, v, op="softmax_attention")
+    check_attention_inputs(q, k, v, op="softmax_attention", attn_mask=attn_mask, bias=bias)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     b, hq, lq, _ = q.shape
     lk = k.shape[2]

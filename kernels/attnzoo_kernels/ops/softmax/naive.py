@@ -12,8 +12,11 @@ import torch
 from torch import Tensor
 
 
-def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, *, op: str) -> None:
-    """Raise ``ValueError`` naming the constraint when q (B,Hq,Lq,D), k (B,Hkv,Lk,D), v (B,Hkv,Lk,Dv) disagree."""
+def check_attention_inputs(
+    q: Tensor, k: Tensor, v: Tensor, *, op: str, attn_mask: Tensor | None = None, bias: Tensor | None = None
+) -> None:
+    """Raise ``ValueError`` naming the constraint when q (B,Hq,Lq,D), k (B,Hkv,Lk,D), v (B,Hkv,Lk,Dv),
+    or a mask/bias that must broadcast to (B, Hq, Lq, Lk), disagree."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(
             f"{op}: q, k, v must be 4-D (batch, heads, length, head_dim); "
@@ -35,6 +38,16 @@ def check_attention_inputs(q: Tensor, k: Tensor, v: Tensor, *, op: str) -> None:
         raise ValueError(f"{op}: q, k, v must share a dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
     if not q.is_floating_point():
         raise ValueError(f"{op}: q, k, v must be floating point; got {q.dtype}")
+    scores = (q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+    for name, extra in (("attn_mask", attn_mask), ("bias", bias)):
+        if extra is None:
+            continue
+        try:
+            torch.broadcast_shapes(tuple(extra.shape), scores)
+        except RuntimeError:
+            raise ValueError(
+                f"{op}: {name} of shape {tuple(extra.shape)} must broadcast to (batch, heads, Lq, Lk) = {scores}"
+            ) from None
 
 
 def causal_visibility(lq: int, lk: int, device: torch.device) -> Tensor:
@@ -73,7 +86,7 @@ def softmax_attention_reference(
     Returns:
         (B, Hq, Lq, Dv). A query row with no visible key returns zeros (not NaN).
     """
-    check_attention_inputs(q, k, v, op="softmax_attention")
+    check_attention_inputs(q, k, v, op="softmax_attention", attn_mask=attn_mask, bias=bias)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     k = repeat_kv_heads(k, q.shape[1])
     v = repeat_kv_heads(v, q.shape[1])

@@ -29,7 +29,7 @@ def softmax_attention_sdpa(
     scale: float | None = None,
 ) -> Tensor:
     """Same contract as :func:`softmax_attention_reference`, computed by torch SDPA."""
-    check_attention_inputs(q, k, v, op="softmax_attention")
+    check_attention_inputs(q, k, v, op="softmax_attention", attn_mask=attn_mask, bias=bias)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     lq, lk = q.shape[2], k.shape[2]
     gqa = q.shape[1] != k.shape[1]
