@@ -9,6 +9,7 @@ for debugging: ``"reference"`` (every op) or ``"relative_attention=torch,linear_
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ class Op:
     backends: dict[str, Backend] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # help() and IDEs show the op's real arguments, plus backend=, instead of (*args, **kwargs)
+        reference_signature = inspect.signature(self.reference)
+        backend_param = inspect.Parameter("backend", inspect.Parameter.KEYWORD_ONLY, default="auto")
+        params = list(reference_signature.parameters.values())
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            params.append(backend_param)
+        self.__signature__ = reference_signature.replace(parameters=params)
+        self.__doc__ = self.doc or self.reference.__doc__
         self.register(
             "reference", self.reference, priority=-1, compile_note="plain PyTorch; traced by torch.compile"
         )

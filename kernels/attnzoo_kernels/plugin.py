@@ -40,7 +40,8 @@ def register_commands(cli):
             click.echo(json.dumps(rows, indent=2))
             return
         table = Table(title="attnzoo kernels on this machine")
-        for column in ("op", "backend", "devices", "training", "available", "torch.compile"):
+        table.add_column("op", no_wrap=True)
+        for column in ("backend", "devices", "training", "available", "torch.compile"):
             table.add_column(column)
         for row in rows:
             status = "[green]yes[/]" if row["available"] else f"[red]no[/] ({row['reason']})"

@@ -41,7 +41,7 @@ def list_models(
             continue
         if task is not None and spec.task != task:
             continue
-        if package is not None and reg.owner[name].distribution != package:
+        if package is not None and package not in (reg.owner[name].distribution, reg.owner[name].name):
             continue
         if pretrained is not None and any(w.published for w in spec.weights) != pretrained:
             continue
