@@ -362,3 +362,12 @@ def test_plugin_and_package_import_without_torch():
     code = "import sys, attnzoo_spatial, attnzoo_spatial.plugin; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_object_positions_must_match_the_batch():
+    import attnzoo
+
+    model = attnzoo.load("quatrope-llama-tiny", pretrained=False)
+    ids = torch.randint(0, 256, (1, 12))
+    with pytest.raises(ValueError, match="object_positions has batch 2, but the inputs have batch 1"):
+        model(ids, object_positions=torch.randn(2, 5, 3))

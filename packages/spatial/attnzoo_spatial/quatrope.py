@@ -105,10 +105,14 @@ def quatrope_bias(
     )
 
 
-def _check_object_positions(object_positions: Tensor) -> None:
+def _check_object_positions(object_positions: Tensor, batch: int | None = None) -> None:
     if object_positions.dim() != 3 or object_positions.shape[-1] != 3:
         raise ValueError(
             f"object_positions must be (batch, length, 3) object coordinates; got {tuple(object_positions.shape)}"
+        )
+    if batch is not None and object_positions.shape[0] != batch:
+        raise ValueError(
+            f"object_positions has batch {object_positions.shape[0]}, but the inputs have batch {batch}"
         )
 
 
@@ -191,7 +195,7 @@ def _quatrope_attention_forward(
 
     scaling = self.scaling
     if object_positions is not None:
-        _check_object_positions(object_positions)
+        _check_object_positions(object_positions, batch=query_states.shape[0])
         if settings.compat == "official" and settings.official_scaling == "sdpa":
             # the released SDPA class leaves SDPA's default scale, now over head_dim + 3 channels
             scaling = (self.head_dim + 3) ** -0.5
