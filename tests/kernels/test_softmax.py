@@ -125,3 +125,22 @@ def test_a_mask_that_does_not_broadcast_names_the_constraint():
         ValueError, match=r"attn_mask of shape \(5, 5\) must broadcast to \(batch, heads, Lq, Lk\)"
     ):
         softmax_attention(q, q, q, attn_mask=torch.ones(5, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "reference"])
+def test_attention_dropout_is_applied_and_seeded(backend):
+    q = torch.randn(1, 2, 16, 8)
+    plain = softmax_attention(q, q, q, backend=backend)
+    torch.manual_seed(0)
+    dropped = softmax_attention(q, q, q, dropout_p=0.5, backend=backend)
+    torch.manual_seed(0)
+    again = softmax_attention(q, q, q, dropout_p=0.5, backend=backend)
+    assert not torch.allclose(dropped, plain)
+    torch.testing.assert_close(dropped, again)
+
+
+def test_flex_refuses_dropout():
+    from attnzoo_kernels.ops.softmax.flex import flex_reasons
+
+    q = torch.randn(1, 2, 4, 8)
+    assert "flex attention has no attention dropout" in flex_reasons(q, q, q, dropout_p=0.1)

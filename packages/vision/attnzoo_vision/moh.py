@@ -132,21 +132,10 @@ class MoHAttention(nn.Module):
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        if self.training and self.attn_drop.p > 0:
-            # the kernels' attention has no dropout on the probabilities
-            scores = (q * self.scale) @ k.transpose(-2, -1)
-            if is_causal:
-                causal = torch.ones(tokens, tokens, dtype=torch.bool, device=x.device).tril()
-                scores = scores.masked_fill(~causal, float("-inf"))
-            if attn_mask is not None:
-                scores = (
-                    scores.masked_fill(~attn_mask, float("-inf"))
-                    if attn_mask.dtype == torch.bool
-                    else scores + attn_mask
-                )
-            heads = self.attn_drop(scores.softmax(dim=-1)) @ v
-        else:
-            heads = softmax_attention(q, k, v, attn_mask=attn_mask, causal=is_causal, scale=self.scale)
+        dropout_p = self.attn_drop.p if self.training else 0.0
+        heads = softmax_attention(
+            q, k, v, attn_mask=attn_mask, causal=is_causal, scale=self.scale, dropout_p=dropout_p
+        )
         heads = _gate_heads(heads, routing.gates)
         return self.proj_drop(self.proj(_merge_heads(heads)))
 
@@ -264,12 +253,9 @@ class MoHViTAttention(nn.Module):
             * self.seq_length_scale
         )
         k = F.normalize(k, dim=-1)
-        if self.training and self.attn_drop > 0:
-            attn = torch.softmax(q @ k.transpose(-2, -1) + rel_bias, dim=-1)
-            heads = F.dropout(attn, self.attn_drop) @ v
-        else:
-            bias = rel_bias.expand(batch, self.num_heads, tokens, tokens)
-            heads = softmax_attention(q, k, v, bias=bias, scale=1.0)
+        bias = rel_bias.expand(batch, self.num_heads, tokens, tokens)
+        dropout_p = self.attn_drop if self.training else 0.0
+        heads = softmax_attention(q, k, v, bias=bias, scale=1.0, dropout_p=dropout_p)
         heads = _gate_heads(heads, routing.gates)
         return self.proj_drop(self.proj(_merge_heads(heads)))
 

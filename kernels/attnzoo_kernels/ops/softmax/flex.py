@@ -45,9 +45,15 @@ def softmax_attention_flex(
     bias: Tensor | None = None,
     causal: bool = False,
     scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> Tensor:
-    """Same contract as :func:`softmax_attention_reference`, computed by flex attention."""
+    """Same contract as :func:`softmax_attention_reference`, computed by flex attention (no dropout)."""
     from torch.nn.attention.flex_attention import flex_attention
+
+    if dropout_p > 0:
+        raise ValueError(
+            "softmax_attention: the flex backend has no attention dropout; use sdpa or reference"
+        )
 
     check_attention_inputs(q, k, v, op="softmax_attention", attn_mask=attn_mask, bias=bias)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
@@ -96,4 +102,6 @@ def flex_reasons(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> list[str]:
             reasons.append(f"flex attention backend does not differentiate through {name}")
     if v.shape[-1] != q.shape[-1]:
         reasons.append("flex attention here needs head_dim of v equal to that of q")
+    if kwargs.get("dropout_p", 0.0) > 0:
+        reasons.append("flex attention has no attention dropout")
     return reasons

@@ -71,6 +71,7 @@ def softmax_attention_reference(
     bias: Tensor | None = None,
     causal: bool = False,
     scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> Tensor:
     """Dense softmax attention, the ground truth.
 
@@ -82,6 +83,7 @@ def softmax_attention_reference(
         bias: additive float scores (relative-position bias, ALiBi...), broadcastable to (B, Hq, Lq, Lk).
         causal: query i sees key j only when j <= i + (Lk - Lq) (bottom-right aligned).
         scale: multiplies Q Kᵀ; defaults to 1/sqrt(D).
+        dropout_p: dropout on the attention weights (training only: pass 0 in eval, as for SDPA).
 
     Returns:
         (B, Hq, Lq, Dv). A query row with no visible key returns zeros (not NaN).
@@ -103,10 +105,13 @@ def softmax_attention_reference(
         lower = causal_visibility(q.shape[2], k.shape[2], q.device)
         visible = lower if visible is None else visible & lower
     if visible is None:
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
-    visible = visible.expand_as(scores)
-    empty_row = ~visible.any(dim=-1, keepdim=True)
-    # An empty row would be softmax over all -inf (NaN, also in backward): open it, then zero its weights.
-    scores = scores.masked_fill(~visible & ~empty_row, float("-inf"))
-    weights = torch.softmax(scores, dim=-1).masked_fill(empty_row, 0.0)
+        weights = torch.softmax(scores, dim=-1)
+    else:
+        visible = visible.expand_as(scores)
+        empty_row = ~visible.any(dim=-1, keepdim=True)
+        # An empty row would be softmax over all -inf (NaN, also in backward): open it, then zero its weights.
+        scores = scores.masked_fill(~visible & ~empty_row, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).masked_fill(empty_row, 0.0)
+    if dropout_p > 0:
+        weights = torch.nn.functional.dropout(weights, p=dropout_p)
     return torch.matmul(weights, v)

@@ -27,6 +27,7 @@ def softmax_attention_sdpa(
     bias: Tensor | None = None,
     causal: bool = False,
     scale: float | None = None,
+    dropout_p: float = 0.0,
 ) -> Tensor:
     """Same contract as :func:`softmax_attention_reference`, computed by torch SDPA."""
     check_attention_inputs(q, k, v, op="softmax_attention", attn_mask=attn_mask, bias=bias)
@@ -41,7 +42,9 @@ def softmax_attention_sdpa(
     if attn_mask is None and bias is None:
         # SDPA's own is_causal is top-left aligned; it matches ours only for square attention.
         if not causal or lq == lk:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale, **extra)
+            return F.scaled_dot_product_attention(
+                q, k, v, is_causal=causal, scale=scale, dropout_p=dropout_p, **extra
+            )
 
     visible = None
     additive = bias
@@ -54,7 +57,9 @@ def softmax_attention_sdpa(
         lower = causal_visibility(lq, lk, q.device)
         visible = lower if visible is None else visible & lower
     if visible is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=additive.to(q.dtype), scale=scale, **extra)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=additive.to(q.dtype), scale=scale, dropout_p=dropout_p, **extra
+        )
 
     empty_row = ~visible.any(dim=-1, keepdim=True)
     # Rows that see no key are opened (to stay finite in forward and backward) and zeroed afterwards.
@@ -63,6 +68,6 @@ def softmax_attention_sdpa(
         mask = visible
     else:
         mask = additive.to(q.dtype).masked_fill(~visible, float("-inf"))
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, **extra)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, dropout_p=dropout_p, **extra)
     # Unconditional (no data-dependent branch) so that torch.compile traces one graph.
     return out.masked_fill(empty_row, 0.0)
